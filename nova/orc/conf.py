@@ -1,0 +1,113 @@
+"""The ``[orc]`` configuration options of nova-orc.
+
+Registered on ``nova.conf.CONF`` (the same object every Nova service reads)
+and listed for oslo-config-generator through the ``oslo.config.opts`` entry
+point ``nova.orc = nova.orc.conf:list_opts``; the sample file
+``etc/nova/nova-orc.conf.sample`` is generated from them.
+
+Values are validated at start-up by :func:`validate`: a bad value raises
+``oslo_config.cfg.ConfigFileValueError`` naming the option, before any
+service starts consuming messages.
+"""
+
+import urllib.parse
+
+from oslo_config import cfg
+
+import nova.conf
+
+CONF = nova.conf.CONF
+
+orc_group = cfg.OptGroup(
+    'orc',
+    title='nova-orc options',
+    help='Structured state management: compute operations run as persisted, '
+         'locked TaskFlow flows inside nova-conductor.')
+
+COORDINATION_SCHEMES = ('zookeeper', 'memory')
+
+orc_opts = [
+    cfg.BoolOpt(
+        'enabled',
+        default=True,
+        help='Route compute-task operations (today: schedule_and_build_'
+             'instances) into orchestrated flows. False makes the orc '
+             'conductor behave exactly like the stock one.'),
+    cfg.StrOpt(
+        'coordination_url',
+        default='memory://',
+        help='Where the locks of running flows live. '
+             '``zookeeper://host:port[,host:port]/chroot`` uses ZooKeeper '
+             'through kazoo (required as soon as more than one conductor '
+             'process runs); ``memory://`` keeps them in this process '
+             '(single-process all-in-one, tests).'),
+    cfg.FloatOpt(
+        'zookeeper_session_timeout',
+        default=10.0,
+        min=1.0,
+        help='ZooKeeper session timeout in seconds (the server clamps it '
+             'to [2, 20] x its tickTime).'),
+    cfg.FloatOpt(
+        'zookeeper_connect_timeout',
+        default=15.0,
+        min=0.1,
+        help='Seconds to wait for the first ZooKeeper connection at start-up.'),
+    cfg.FloatOpt(
+        'lock_wait_timeout',
+        default=0.0,
+        min=0.0,
+        help='Seconds a flow waits for a resource locked by another flow '
+             'before failing with ResourceLocked (409). 0 fails at once.'),
+    cfg.StrOpt(
+        'connection',
+        secret=True,
+        default=None,
+        help='SQLAlchemy URL of the flow journal (TaskFlow logbooks). '
+             'Unset: the Nova API database (``[api_database] connection``) '
+             'through Nova\'s own engine facade.'),
+    cfg.StrOpt(
+        'engine',
+        default='parallel',
+        choices=[('parallel', 'independent tasks (networks, block devices) '
+                  'run at the same time'),
+                 ('serial', 'one task at a time')],
+        help='TaskFlow engine used to run flows.'),
+    cfg.IntOpt(
+        'max_workers',
+        default=16,
+        min=1,
+        help='Threads (or green threads) shared by all parallel engines of '
+             'one conductor to run independent tasks.'),
+]
+
+
+def register_opts(conf=CONF):
+    """Register the ``[orc]`` group and options on ``conf`` (idempotent)."""
+    conf.register_group(orc_group)
+    conf.register_opts(orc_opts, group=orc_group)
+
+
+def list_opts():
+    """Options for oslo-config-generator: ``[(group, [opts])]``."""
+    return [(orc_group, orc_opts)]
+
+
+def validate(conf=CONF):
+    """Fail fast on values the option types cannot check themselves.
+
+    :raises oslo_config.cfg.ConfigFileValueError: naming ``[orc]
+        coordination_url`` when its scheme is unknown or a ZooKeeper URL has
+        no host.
+    """
+    url = conf.orc.coordination_url
+    parsed = urllib.parse.urlparse(url or '')
+    if parsed.scheme not in COORDINATION_SCHEMES:
+        raise cfg.ConfigFileValueError(
+            '[orc] coordination_url = %r: scheme must be one of %s' %
+            (url, ', '.join('%s://' % s for s in COORDINATION_SCHEMES)))
+    if parsed.scheme == 'zookeeper' and not parsed.netloc:
+        raise cfg.ConfigFileValueError(
+            '[orc] coordination_url = %r: no ZooKeeper host:port given' % url)
+
+
+register_opts()

@@ -1,0 +1,70 @@
+"""Errors raised by nova-orc, as Nova exceptions (``msg_fmt`` and HTTP code).
+
+They subclass ``nova.exception.NovaException`` so that they travel over
+oslo.messaging like Nova's own (the RPC layer re-raises them on the caller
+side) and land in instance faults with a readable message.
+"""
+
+from nova import exception
+from nova.i18n import _
+
+
+class ResourceLocked(exception.NovaException):
+    """A resource is locked by another flow (HTTP 409 semantics).
+
+    Raised by :meth:`nova.orc.coordination.Coordinator.acquire` when one of
+    the requested resources is held by a different owner and
+    ``[orc] lock_wait_timeout`` expired (or is 0).
+    """
+    msg_fmt = _('%(kind)s %(resource_id)s is locked by flow %(holder)s '
+                '(conductor %(conductor)s); try again when that operation '
+                'has finished')
+    code = 409
+
+
+class CoordinationUnavailable(exception.NovaException):
+    """The coordination backend (ZooKeeper) cannot be reached (HTTP 503)."""
+    msg_fmt = _('Coordination backend unavailable: %(reason)s')
+    code = 503
+
+
+class StaleFencingToken(exception.NovaException):
+    """A host-side step was called with an out-dated claim token.
+
+    Raised by the compute orc endpoint when a conductor that lost its job
+    claim keeps acting (DESIGN section 4, fencing).
+    """
+    msg_fmt = _('Instance %(instance_uuid)s: fencing token %(token)s is older '
+                'than %(latest)s; the caller no longer owns this job')
+    code = 409
+
+
+class BuildRequestGone(exception.NovaException):
+    """The build request was deleted (server deleted while scheduling).
+
+    Mirrors the ``BuildRequestNotFound`` branch of stock
+    ``ComputeTaskManager.schedule_and_build_instances``: nothing is left to
+    build, the flow reverts its scheduling and stops.
+    """
+    msg_fmt = _('Build request of instance %(instance_uuid)s was deleted '
+                'before the instance was created; nothing to build')
+
+
+class JournalNotFound(exception.NotFound):
+    """No flow journal entry matches the given instance or flow."""
+    msg_fmt = _('No flow found for %(ref)s')
+
+
+def with_traceback(exc):
+    """``exc`` with a traceback (raised once if it has none).
+
+    Nova's versioned notification payloads read the raising frame of the
+    exception they report (``ExceptionPayload.from_exception``), so an
+    exception built but never raised cannot be reported as is.
+    """
+    if exc.__traceback__ is not None:
+        return exc
+    try:
+        raise exc
+    except Exception as e:
+        return e

@@ -1,0 +1,85 @@
+#!/bin/bash
+# The test command (README): builds everything it needs on a fresh machine
+# and runs nova-orc's suites.
+#
+#   ./run_tests.sh [SUITE...]     SUITE: unit (default: all)
+#
+# 1. a venv in $ORC_VENV (default .venv) with the pinned Nova
+#    (constraints.txt), test requirements and this project installed
+#    non-editable (nova/orc lands inside the installed nova package);
+# 2. Nova's api-paste.ini where Nova's functional harness looks for it;
+# 3. ZooKeeper from Debian's `zookeeper` package on 127.0.0.1:2181 unless
+#    one answers there (tools/zookeeper);
+# 4. the suites, each closing with "SUITE: N passed, N failed, N skipped",
+#    then a "total:" line. Exit status is non-zero if any test failed.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")" && pwd)
+VENV=${ORC_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+SUITES=${*:-unit}
+LOGDIR=${ORC_TEST_LOGS:-$ROOT/.test-logs}
+T0=$(date +%s)
+step() { echo "[run_tests $(( $(date +%s) - T0 ))s] $*"; }
+
+set -e
+if [ ! -x "$VENV/bin/python" ]; then
+  step "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q -U pip wheel setuptools
+fi
+step "installing requirements (constraints.txt)"
+"$VENV/bin/pip" install -q -c "$ROOT/constraints.txt" \
+  -r "$ROOT/requirements.txt" -r "$ROOT/test-requirements.txt"
+step "installing nova-orc (non-editable)"
+"$VENV/bin/pip" install -q --no-deps --force-reinstall "$ROOT" 2>&1 \
+  | grep -v -i "warning\|join(" || true
+SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mkdir -p "$SITE/etc"
+ln -sfn "$VENV/etc/nova" "$SITE/etc/nova"   # Nova's harness reads api-paste.ini here
+step "ZooKeeper"
+"$ROOT/tools/zookeeper" start
+export ORC_TEST_ZOOKEEPER=${ORC_TEST_ZOOKEEPER:-127.0.0.1:2181}
+set +e
+
+mkdir -p "$LOGDIR"
+RESULTS=()
+run_suite() {  # run_suite NAME COMMAND...  (output in $LOGDIR/NAME.log)
+  local name=$1; shift
+  step "suite $name: $*"
+  ( cd "${TMPDIR:-/tmp}" && "$@" ) > "$LOGDIR/$name.log" 2>&1
+  local rc=$?
+  grep -E "FAILED: |FAIL: |SKIPPED: |^([a-z-]+: )?[0-9]+ passed, [0-9]+ failed" "$LOGDIR/$name.log" | tail -40
+  local line
+  line=$(grep -E "^([a-z-]+: )?[0-9]+ passed, [0-9]+ failed" "$LOGDIR/$name.log" | tail -1)
+  case $line in
+    [0-9]*) line="$name: $line" ;;
+  esac
+  if [ -z "$line" ]; then
+    echo "$name: no result line (rc=$rc); last lines of $LOGDIR/$name.log:"
+    tail -30 "$LOGDIR/$name.log"
+    line="$name: 0 passed, 1 failed, 0 skipped"
+  elif [ $rc -ne 0 ] && echo "$line" | grep -q " 0 failed"; then
+    line="$name: 0 passed, 1 failed, 0 skipped (exit status $rc)"
+  fi
+  RESULTS+=("$line")
+}
+
+PY="$VENV/bin/python"
+for suite in $SUITES; do
+  case $suite in
+    unit) run_suite unit "$PY" "$ROOT/tools/testrun.py" unit nova.tests.unit.orc ;;
+    *) echo "unknown suite $suite (unit)"; exit 2 ;;
+  esac
+done
+
+passed=0; failed=0; skipped=0
+for line in "${RESULTS[@]}"; do
+  echo "  $line"
+  p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/')
+  f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed.*/\1/')
+  s=$(echo "$line" | grep -Eo '[0-9]+ skipped' | grep -Eo '[0-9]+' || echo 0)
+  passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + s))
+done
+step "done; logs in $LOGDIR"
+echo "total: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
