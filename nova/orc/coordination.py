@@ -1,0 +1,309 @@
+"""Locks on instances and resources: ZooKeeper through kazoo, or in-process.
+
+DESIGN section 4. A *lock* belongs to a job (one flow run, identified by its
+flow detail uuid, the ``owner``): it is a persistent node
+``<base>/locks/<kind>/<id>`` holding the owner, so that it survives the death
+of the conductor that took it and another conductor can resume the job.
+Multi-resource locks are taken all-or-nothing in one ZooKeeper transaction,
+so two flows can never deadlock on each other.
+
+``memory://`` is the same contract inside one process (all-in-one default,
+unit tests); every :class:`MemoryCoordinator` of one process with the same URL
+shares one table, like conductors sharing one ZooKeeper.
+
+Resources are ``(kind, id)`` pairs of strings, e.g. ``('instance', uuid)``,
+``('port', port_id)``, ``('volume', volume_id)``.
+"""
+
+import json
+import threading
+import time
+import urllib.parse
+
+from kazoo import client as kazoo_client
+from kazoo import exceptions as kazoo_exc
+from oslo_log import log as logging
+from oslo_utils import timeutils
+
+import nova.conf
+from nova.orc import conf as orc_conf
+from nova.orc import exception as orc_exc
+from nova import utils
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+#: seconds between two attempts while waiting for a lock (bounded by
+#: ``[orc] lock_wait_timeout``)
+LOCK_POLL_INTERVAL = 0.1
+
+
+def _lock_record(owner, conductor):
+    return {'owner': owner, 'conductor': conductor,
+            'since': timeutils.utcnow().isoformat()}
+
+
+class Coordinator:
+    """The locking contract both backends implement.
+
+    All methods are thread-safe. ``owner`` is a string (the flow detail uuid);
+    ``resources`` an iterable of ``(kind, id)`` string pairs.
+    """
+
+    def __init__(self, conductor_id):
+        #: identifies this process in lock records (``CONF.host`` + pid)
+        self.conductor_id = conductor_id
+
+    def start(self):
+        """Connect. :raises CoordinationUnavailable: backend unreachable."""
+
+    def stop(self):
+        """Disconnect; locks stay (they belong to jobs, not processes)."""
+
+    def acquire(self, owner, resources, timeout=None):
+        """Lock every resource for ``owner``, all or nothing.
+
+        Resources already held by ``owner`` count as acquired (a resumed
+        flow re-runs its lock task).
+
+        :param owner: str, the job (flow detail uuid)
+        :param resources: list of ``(kind, id)``
+        :param timeout: seconds to wait while another owner holds one of
+            them; ``None`` uses ``[orc] lock_wait_timeout``
+        :raises nova.orc.exception.ResourceLocked: a resource is still held
+            by another owner when the wait ends; nothing was locked
+        """
+        resources = sorted(set((str(k), str(i)) for k, i in resources))
+        if timeout is None:
+            timeout = CONF.orc.lock_wait_timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            conflict = self._try_acquire(owner, resources)
+            if conflict is None:
+                LOG.debug('Flow %s locked %s', owner, resources)
+                return
+            if time.monotonic() >= deadline:
+                kind, rid, record = conflict
+                raise orc_exc.ResourceLocked(
+                    kind=kind, resource_id=rid,
+                    holder=record.get('owner', '?'),
+                    conductor=record.get('conductor', '?'))
+            time.sleep(LOCK_POLL_INTERVAL)
+
+    def release(self, owner, resources):
+        """Unlock the resources ``owner`` holds; others' locks are untouched.
+
+        Idempotent: releasing what is not held is a no-op.
+        """
+        raise NotImplementedError()
+
+    def holder(self, kind, resource_id):
+        """The lock record ``{'owner', 'conductor', 'since'}`` or None."""
+        raise NotImplementedError()
+
+    def list_locks(self):
+        """Every lock: a list of dicts ``kind, id, owner, conductor, since``."""
+        raise NotImplementedError()
+
+    def _try_acquire(self, owner, resources):
+        """Returns None on success or ``(kind, id, record)`` of a conflict."""
+        raise NotImplementedError()
+
+
+class MemoryCoordinator(Coordinator):
+    """In-process locks (``memory://``), shared by URL within the process."""
+
+    _tables = {}
+    _tables_lock = threading.Lock()
+
+    def __init__(self, conductor_id, url='memory://'):
+        super().__init__(conductor_id)
+        with self._tables_lock:
+            self._locks = self._tables.setdefault(url, {})
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def reset(cls):
+        """Forget every in-process lock (tests)."""
+        with cls._tables_lock:
+            for table in cls._tables.values():
+                table.clear()
+
+    def _try_acquire(self, owner, resources):
+        with self._tables_lock:
+            for kind, rid in resources:
+                record = self._locks.get((kind, rid))
+                if record is not None and record['owner'] != owner:
+                    return kind, rid, dict(record)
+            for kind, rid in resources:
+                self._locks.setdefault(
+                    (kind, rid), _lock_record(owner, self.conductor_id))
+        return None
+
+    def release(self, owner, resources):
+        with self._tables_lock:
+            for kind, rid in resources:
+                record = self._locks.get((str(kind), str(rid)))
+                if record is not None and record['owner'] == owner:
+                    del self._locks[(str(kind), str(rid))]
+
+    def holder(self, kind, resource_id):
+        with self._tables_lock:
+            record = self._locks.get((kind, resource_id))
+            return dict(record) if record else None
+
+    def list_locks(self):
+        with self._tables_lock:
+            return [dict(kind=k, id=i, **r)
+                    for (k, i), r in sorted(self._locks.items())]
+
+
+class ZooKeeperCoordinator(Coordinator):
+    """Locks as persistent znodes under ``<chroot>/locks``, through kazoo.
+
+    ``zookeeper://h1:2181,h2:2181/nova`` connects to that ensemble and keeps
+    everything under ``/nova`` (default ``/nova-orc``). The kazoo handler
+    follows Nova's concurrency mode (threading, or eventlet when Nova runs
+    monkey-patched).
+    """
+
+    def __init__(self, conductor_id, url):
+        super().__init__(conductor_id)
+        parsed = urllib.parse.urlparse(url)
+        self.hosts = parsed.netloc
+        self.base = parsed.path.rstrip('/') or '/nova-orc'
+        self.client = None
+        self._known_parents = set()
+
+    def start(self):
+        if self.client is not None:
+            return
+        if utils.concurrency_mode_threading():
+            handler = None
+        else:
+            from kazoo.handlers import eventlet as kazoo_eventlet
+            handler = kazoo_eventlet.SequentialEventletHandler()
+        client = kazoo_client.KazooClient(
+            hosts=self.hosts, timeout=CONF.orc.zookeeper_session_timeout,
+            handler=handler)
+        try:
+            client.start(timeout=CONF.orc.zookeeper_connect_timeout)
+        except Exception as e:
+            client.close()
+            raise orc_exc.CoordinationUnavailable(
+                reason='ZooKeeper %s: %s' % (self.hosts, e))
+        self.client = client
+        self.client.ensure_path(self.base + '/locks')
+        LOG.info('nova-orc coordination: ZooKeeper %s%s', self.hosts,
+                 self.base)
+
+    def stop(self):
+        if self.client is not None:
+            self.client.stop()
+            self.client.close()
+            self.client = None
+
+    def _path(self, kind, rid):
+        return '%s/locks/%s/%s' % (self.base, kind, rid)
+
+    def _ensure_parent(self, kind):
+        if kind not in self._known_parents:
+            self.client.ensure_path('%s/locks/%s' % (self.base, kind))
+            self._known_parents.add(kind)
+
+    def _read(self, path):
+        try:
+            data, stat = self.client.get(path)
+        except kazoo_exc.NoNodeError:
+            return None, None
+        try:
+            return json.loads(data.decode('utf-8')), stat
+        except ValueError:
+            return {'owner': '?'}, stat
+
+    def _try_acquire(self, owner, resources):
+        wanted = []
+        for kind, rid in resources:
+            self._ensure_parent(kind)
+            record, _stat = self._read(self._path(kind, rid))
+            if record is None:
+                wanted.append((kind, rid))
+            elif record.get('owner') != owner:
+                return kind, rid, record
+        if not wanted:
+            return None
+        data = json.dumps(_lock_record(owner, self.conductor_id)).encode()
+        txn = self.client.transaction()
+        for kind, rid in wanted:
+            txn.create(self._path(kind, rid), data)
+        results = txn.commit()
+        # An all-or-nothing transaction that fails reports an exception per
+        # operation (PITFALLS: RolledBackError before the failing one).
+        for (kind, rid), result in zip(wanted, results):
+            if isinstance(result, kazoo_exc.NodeExistsError):
+                record, _stat = self._read(self._path(kind, rid))
+                if record is None:
+                    # released in between: try the whole set again
+                    return self._try_acquire(owner, resources)
+                if record.get('owner') == owner:
+                    continue
+                return kind, rid, record
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(
+                    result, (kazoo_exc.RolledBackError,
+                             kazoo_exc.NodeExistsError)):
+                raise orc_exc.CoordinationUnavailable(reason=str(result))
+        if any(isinstance(r, Exception) for r in results):
+            # only our own nodes existed (resumed flow): lock the rest
+            return self._try_acquire(owner, resources)
+        return None
+
+    def release(self, owner, resources):
+        txn = self.client.transaction()
+        count = 0
+        for kind, rid in resources:
+            path = self._path(kind, rid)
+            record, stat = self._read(path)
+            if record is not None and record.get('owner') == owner:
+                txn.delete(path, version=stat.version)
+                count += 1
+        if count:
+            results = txn.commit()
+            failed = [r for r in results if isinstance(r, Exception)]
+            if failed:
+                LOG.warning('Releasing locks of flow %s: %s; retrying one by '
+                            'one', owner, failed)
+                for kind, rid in resources:
+                    record, stat = self._read(self._path(kind, rid))
+                    if record is not None and record.get('owner') == owner:
+                        try:
+                            self.client.delete(self._path(kind, rid))
+                        except kazoo_exc.NoNodeError:
+                            pass
+
+    def holder(self, kind, resource_id):
+        record, _stat = self._read(self._path(kind, resource_id))
+        return record
+
+    def list_locks(self):
+        locks = []
+        root = self.base + '/locks'
+        for kind in sorted(self.client.get_children(root)):
+            for rid in sorted(self.client.get_children(root + '/' + kind)):
+                record, _stat = self._read(self._path(kind, rid))
+                if record is not None:
+                    locks.append(dict(kind=kind, id=rid, **record))
+        return locks
+
+
+def coordinator_from_conf(conf=CONF, conductor_id=None):
+    """Build (not start) the coordinator ``[orc] coordination_url`` names.
+
+    :raises oslo_config.cfg.ConfigFileValueError: unknown scheme
+    """
+    orc_conf.validate(conf)
+    url = conf.orc.coordination_url
+    conductor_id = conductor_id or conf.host
+    if url.startswith('zookeeper://'):
+        return ZooKeeperCoordinator(conductor_id, url)
+    return MemoryCoordinator(conductor_id, url)

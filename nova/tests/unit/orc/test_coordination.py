@@ -1,0 +1,122 @@
+"""Lock contract of both coordination backends; ZooKeeper is the real one.
+
+ZooKeeper comes from ``ORC_TEST_ZOOKEEPER`` (default ``127.0.0.1:2181``,
+started by ``run_tests.sh``); without one these tests fail, they never skip.
+"""
+
+import os
+import threading
+import time
+
+from oslo_utils.fixture import uuidsentinel as uuids
+from oslo_utils import uuidutils
+
+from nova.orc import coordination
+from nova.orc import exception as orc_exc
+from nova import test
+
+ZOOKEEPER = os.environ.get('ORC_TEST_ZOOKEEPER', '127.0.0.1:2181')
+
+
+class _LockContract:
+    """Behaviour both backends must have."""
+
+    def make(self, conductor_id):
+        raise NotImplementedError()
+
+    def setUp(self):
+        super().setUp()
+        self.a = self.make('conductor-a')
+        self.b = self.make('conductor-b')
+
+    def test_all_or_nothing(self):
+        self.a.acquire(uuids.flow_a, [('port', 'p1'), ('volume', 'v1')])
+        exc = self.assertRaises(
+            orc_exc.ResourceLocked, self.b.acquire, uuids.flow_b,
+            [('volume', 'v1'), ('instance', 'i1')], timeout=0)
+        self.assertIn('volume v1 is locked by flow %s' % uuids.flow_a,
+                      str(exc))
+        self.assertIn('conductor-a', str(exc))
+        self.assertEqual(409, exc.code)
+        # nothing of the failed request was locked
+        self.assertIsNone(self.b.holder('instance', 'i1'))
+
+    def test_same_owner_reacquires(self):
+        self.a.acquire(uuids.flow_a, [('port', 'p1')])
+        self.a.acquire(uuids.flow_a, [('port', 'p1'), ('port', 'p2')])
+        self.assertEqual(uuids.flow_a, self.b.holder('port', 'p2')['owner'])
+
+    def test_release_only_own_locks(self):
+        self.a.acquire(uuids.flow_a, [('port', 'p1')])
+        self.b.release(uuids.flow_b, [('port', 'p1')])
+        self.assertEqual(uuids.flow_a, self.b.holder('port', 'p1')['owner'])
+        self.a.release(uuids.flow_a, [('port', 'p1')])
+        self.assertIsNone(self.b.holder('port', 'p1'))
+        self.a.release(uuids.flow_a, [('port', 'p1')])  # idempotent
+
+    def test_wait_within_bound_then_acquire(self):
+        self.a.acquire(uuids.flow_a, [('instance', 'i1')])
+        timer = threading.Timer(
+            0.3, self.a.release, (uuids.flow_a, [('instance', 'i1')]))
+        timer.start()
+        self.addCleanup(timer.cancel)
+        self.b.acquire(uuids.flow_b, [('instance', 'i1')], timeout=5)
+        self.assertEqual(uuids.flow_b, self.a.holder('instance', 'i1')['owner'])
+
+    def test_wait_bound_expires(self):
+        self.a.acquire(uuids.flow_a, [('instance', 'i1')])
+        t0 = time.monotonic()
+        self.assertRaises(orc_exc.ResourceLocked, self.b.acquire,
+                          uuids.flow_b, [('instance', 'i1')], timeout=0.3)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.3)
+
+    def test_list_locks(self):
+        self.a.acquire(uuids.flow_a, [('port', 'p1'), ('instance', 'i1')])
+        locks = self.b.list_locks()
+        self.assertEqual([('instance', 'i1', uuids.flow_a),
+                          ('port', 'p1', uuids.flow_a)],
+                         [(l['kind'], l['id'], l['owner']) for l in locks])
+        self.assertEqual({'conductor-a'}, {l['conductor'] for l in locks})
+
+
+class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
+
+    def make(self, conductor_id):
+        self.addCleanup(coordination.MemoryCoordinator.reset)
+        return coordination.MemoryCoordinator(conductor_id, 'memory://test')
+
+
+class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
+
+    def setUp(self):
+        self.chroot = '/nova-orc-unit-%s' % uuidutils.generate_uuid()
+        super().setUp()
+
+    def make(self, conductor_id):
+        self.flags(coordination_url='zookeeper://%s%s' % (
+            ZOOKEEPER, self.chroot), group='orc')
+        coordinator = coordination.coordinator_from_conf(
+            conductor_id=conductor_id)
+        coordinator.start()
+        self.addCleanup(coordinator.stop)
+        return coordinator
+
+    def tearDown(self):
+        self.a.client.delete(self.chroot, recursive=True)
+        super().tearDown()
+
+    def test_locks_outlive_the_session_that_took_them(self):
+        # locks belong to the job: a dead conductor's locks stay for the
+        # conductor that resumes its job
+        c = self.make('conductor-c')
+        c.acquire(uuids.flow_c, [('instance', 'i9')])
+        c.stop()
+        self.assertEqual(uuids.flow_c, self.a.holder('instance', 'i9')['owner'])
+
+    def test_unreachable_zookeeper_fails_clearly(self):
+        self.flags(coordination_url='zookeeper://127.0.0.1:1/x', group='orc',
+                   zookeeper_connect_timeout=0.5)
+        coordinator = coordination.coordinator_from_conf(conductor_id='x')
+        exc = self.assertRaises(orc_exc.CoordinationUnavailable,
+                                coordinator.start)
+        self.assertIn('127.0.0.1:1', str(exc))
