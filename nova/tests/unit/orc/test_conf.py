@@ -3,6 +3,7 @@
 from oslo_config import cfg
 
 from nova.orc import conf as orc_conf
+from nova.orc import manager
 from nova import test
 
 
@@ -25,3 +26,9 @@ class ConfTest(test.NoDBTestCase):
 
     def test_engine_choice_is_enforced(self):
         self.assertRaises(ValueError, self.flags, engine='fast', group='orc')
+
+    def test_conductor_refuses_to_start_on_bad_value(self):
+        self.flags(coordination_url='zk://nowhere', group='orc')
+        exc = self.assertRaises(cfg.ConfigFileValueError,
+                                manager.OrcComputeTaskManager)
+        self.assertIn('[orc] coordination_url', str(exc))

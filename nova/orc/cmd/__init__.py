@@ -1,0 +1,1 @@
+"""Console scripts: ``nova-orc-conductor``, ``nova-orc-compute``, ``nova-orc``."""

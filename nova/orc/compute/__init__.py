@@ -1,0 +1,1 @@
+"""nova-orc on the compute host: OrcComputeManager and its orc RPC API."""

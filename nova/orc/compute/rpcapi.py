@@ -1,0 +1,106 @@
+"""Client side of the orc compute RPC endpoint (namespace ``orc``).
+
+Version history:
+
+* 1.0 - claim_resources, abort_claim, allocate_networks,
+  deallocate_networks, prep_block_devices, cleanup_block_devices, spawn,
+  destroy_guest, finish_build, ping
+
+Every host-side call carries ``job = {'flow_id', 'atom', 'token'}``: the
+idempotency key (a repeated call after a resume gets the recorded result)
+and the fencing token (a call from a conductor that lost the job is refused
+with :class:`nova.orc.exception.StaleFencingToken`).
+"""
+
+import oslo_messaging as messaging
+
+from nova.compute import rpcapi as compute_rpcapi
+import nova.conf
+from nova.objects import base as objects_base
+from nova import rpc
+
+CONF = nova.conf.CONF
+
+NAMESPACE = 'orc'
+VERSION = '1.0'
+
+
+class OrcComputeAPI:
+    """Calls the host-side steps of a flow on one compute host.
+
+    All methods are synchronous ``call``s to ``compute.<host>`` in namespace
+    ``orc``; errors raised on the host are re-raised here (Nova exceptions
+    keep their class). ``spawn`` uses ``[DEFAULT] long_rpc_timeout`` with
+    ``rpc_response_timeout`` heartbeats, like stock long calls.
+    """
+
+    def __init__(self):
+        target = messaging.Target(topic=compute_rpcapi.RPC_TOPIC,
+                                  namespace=NAMESPACE, version=VERSION)
+        self.client = rpc.get_client(
+            target, version_cap=VERSION,
+            serializer=objects_base.NovaObjectSerializer())
+
+    def _call(self, ctxt, host, method, long=False, timeout=None, **kwargs):
+        options = {'server': host, 'version': VERSION}
+        if long:
+            options['timeout'] = CONF.long_rpc_timeout
+            options['call_monitor_timeout'] = CONF.rpc_response_timeout
+        elif timeout:
+            options['timeout'] = timeout
+        return self.client.prepare(**options).call(ctxt, method, **kwargs)
+
+    def ping(self, ctxt, host, timeout=None):
+        """Returns the endpoint version string; raises
+        ``oslo_messaging.UnsupportedVersion`` (or a timeout) on a stock
+        nova-compute without the orc endpoint."""
+        return self._call(ctxt, host, 'ping', timeout=timeout)
+
+    def claim_resources(self, ctxt, host, instance, node, limits,
+                        request_spec, job):
+        return self._call(ctxt, host, 'claim_resources', instance=instance,
+                          node=node, limits=limits, request_spec=request_spec,
+                          job=job)
+
+    def abort_claim(self, ctxt, host, instance, node, reason, job):
+        return self._call(ctxt, host, 'abort_claim', instance=instance,
+                          node=node, reason=reason, job=job)
+
+    def allocate_networks(self, ctxt, host, instance, requested_networks,
+                          security_groups, provider_mapping, job):
+        return self._call(ctxt, host, 'allocate_networks', long=True,
+                          instance=instance,
+                          requested_networks=requested_networks,
+                          security_groups=security_groups,
+                          provider_mapping=provider_mapping, job=job)
+
+    def deallocate_networks(self, ctxt, host, instance, requested_networks,
+                            job):
+        return self._call(ctxt, host, 'deallocate_networks', long=True,
+                          instance=instance,
+                          requested_networks=requested_networks, job=job)
+
+    def prep_block_devices(self, ctxt, host, instance, image, job):
+        return self._call(ctxt, host, 'prep_block_devices', long=True,
+                          instance=instance, image=image, job=job)
+
+    def cleanup_block_devices(self, ctxt, host, instance, job):
+        return self._call(ctxt, host, 'cleanup_block_devices', long=True,
+                          instance=instance, job=job)
+
+    def spawn(self, ctxt, host, instance, node, image, injected_files,
+              admin_password, network_info, job):
+        return self._call(ctxt, host, 'spawn', long=True, instance=instance,
+                          node=node, image=image,
+                          injected_files=injected_files,
+                          admin_password=admin_password,
+                          network_info=network_info, job=job)
+
+    def destroy_guest(self, ctxt, host, instance, network_info, job):
+        return self._call(ctxt, host, 'destroy_guest', long=True,
+                          instance=instance, network_info=network_info,
+                          job=job)
+
+    def finish_build(self, ctxt, host, instance, node, network_info, job):
+        return self._call(ctxt, host, 'finish_build', instance=instance,
+                          node=node, network_info=network_info, job=job)

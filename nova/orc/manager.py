@@ -1,0 +1,153 @@
+"""``OrcConductorManager``: nova-conductor hosting the orchestrator.
+
+A stock ``ConductorManager`` whose compute-task endpoint (RPC namespace
+``compute_task``, same version) is :class:`OrcComputeTaskManager`: the
+stock ``ComputeTaskManager`` with ``schedule_and_build_instances`` routed
+into the boot flow (:mod:`nova.orc.flows.boot`). Every other compute-task
+method, and every conductor method, is stock.
+"""
+
+import concurrent.futures
+
+from oslo_log import log as logging
+
+from nova.conductor import manager as conductor_manager
+import nova.conf
+from nova.orc import conf as orc_conf
+from nova.orc import engine
+from nova.orc.flows import names
+from nova.orc.tasks import locks
+from nova import thread_pool_factory
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+
+def _primitive(obj):
+    return obj.obj_to_primitive() if obj is not None else None
+
+
+class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
+    """Stock compute-task endpoint with the boot routed into flows.
+
+    Raises ``oslo_config.cfg.ConfigFileValueError`` at construction on a
+    bad ``[orc]`` value (service start-up fails naming the option).
+    """
+
+    def __init__(self):
+        super().__init__()
+        orc_conf.validate()
+        self.orchestrator = engine.Orchestrator(self)
+
+    @staticmethod
+    def _needs_stock_path(request_specs, requested_networks):
+        """Requests the boot flow does not cover yet go the stock way:
+        Cyborg accelerators (flavor device profiles or port device
+        profiles)."""
+        flavor = request_specs[0].flavor
+        if flavor.extra_specs.get('accel:device_profile'):
+            return True
+        return any(getattr(r, 'device_profile', None)
+                   for r in requested_networks or [])
+
+    def schedule_and_build_instances(self, context, build_requests,
+                                     request_specs, image,
+                                     admin_password, injected_files,
+                                     requested_networks, block_device_mapping,
+                                     tags=None):
+        """Build each instance of a create request through the boot flow.
+
+        Same RPC signature and end states as stock
+        ``ComputeTaskManager.schedule_and_build_instances``. A request for
+        several instances is scheduled once for all of them (as stock: all
+        fit or none is built, and a scheduling failure buries them all in
+        cell0), then each instance runs its own flow with its host list;
+        their flows run concurrently.
+        """
+        if not CONF.orc.enabled or self._needs_stock_path(
+                request_specs, requested_networks):
+            return super().schedule_and_build_instances(
+                context, build_requests, request_specs, image,
+                admin_password, injected_files, requested_networks,
+                block_device_mapping, tags=tags)
+        preselected = [None] * len(request_specs)
+        if len(request_specs) > 1:
+            instance_uuids = [spec.instance_uuid for spec in request_specs]
+            try:
+                host_lists = self._schedule_instances(
+                    context, request_specs[0], instance_uuids,
+                    return_alternates=True)
+            except Exception as exc:
+                LOG.exception('Failed to schedule instances')
+                self._bury_in_cell0(
+                    context, request_specs[0], exc,
+                    build_requests=build_requests,
+                    block_device_mapping=block_device_mapping, tags=tags)
+                return
+            preselected = [[s.obj_to_primitive() for s in host_list]
+                           for host_list in host_lists]
+
+        transient = {names.ADMIN_PASSWORD: admin_password,
+                     names.INJECTED_FILES: injected_files}
+        common = {
+            names.IMAGE: image,
+            names.REQUESTED_NETWORKS: _primitive(requested_networks),
+            names.BLOCK_DEVICE_MAPPING: _primitive(block_device_mapping),
+            names.TAGS: _primitive(tags),
+            names.NUM_INSTANCES: len(build_requests),
+        }
+        runs = []
+        for build_request, spec, hosts in zip(build_requests, request_specs,
+                                              preselected):
+            uuid = spec.instance_uuid
+            store = dict(common, **{
+                names.INSTANCE_UUID: uuid,
+                names.REQUEST_SPEC: spec.obj_to_primitive(),
+                names.PRESELECTED_HOSTS: hosts,
+                names.LOCK_RESOURCES: locks.boot_lock_resources(
+                    uuid, requested_networks, block_device_mapping),
+            })
+            runs.append((context, uuid, store, transient,
+                         build_request.instance.display_name))
+        if len(runs) == 1:
+            self._run_boot(*runs[0])
+            return
+        futures = [thread_pool_factory.spawn(self._run_boot, *run)
+                   for run in runs]
+        concurrent.futures.wait(futures)
+
+    def _run_boot(self, context, instance_uuid, store, transient,
+                  display_name):
+        try:
+            self.orchestrator.run_boot(context, instance_uuid, store,
+                                       transient, display_name=display_name)
+        except Exception as e:
+            # the flow reverted to stock's end state (ERROR with a fault, or
+            # buried in cell0); schedule_and_build_instances is a cast
+            LOG.info('Boot flow of instance %s reverted: %s', instance_uuid,
+                     e)
+
+
+class OrcConductorManager(conductor_manager.ConductorManager):
+    """Stock ``ConductorManager`` whose compute-task endpoint is
+    :class:`OrcComputeTaskManager`. Started by ``nova-orc-conductor`` (or
+    ``nova.service.Service.create(manager=...)``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.additional_endpoints.remove(self.compute_task_mgr)
+        self.compute_task_mgr = OrcComputeTaskManager()
+        self.additional_endpoints.append(self.compute_task_mgr)
+
+    def init_host(self, service_ref):
+        """Connect to the coordination backend before taking requests.
+
+        :raises nova.orc.exception.CoordinationUnavailable: ZooKeeper
+            unreachable at start-up
+        """
+        super().init_host(service_ref)
+        self.compute_task_mgr.orchestrator.start()
+
+    def cleanup_host(self):
+        super().cleanup_host()
+        self.compute_task_mgr.orchestrator.stop()

@@ -1,0 +1,119 @@
+"""What every nova-orc task shares: the orchestrator handle and Nova lookups.
+
+Tasks are TaskFlow :class:`taskflow.task.Task` subclasses. Their arguments
+come from the flow's store and earlier results by name (see
+:mod:`nova.orc.flows.names`); what they return is journaled, so it is always
+a JSON-serialisable primitive. Every task docstring states what it changes
+and its revert strategy.
+"""
+
+import copy
+import threading
+
+from oslo_log import log as logging
+from taskflow import task
+from taskflow.types import failure as tf_failure
+
+from nova import context as nova_context
+from nova import objects
+from nova.orc import exception as orc_exc
+
+LOG = logging.getLogger(__name__)
+
+_cell_cache = {}
+_cell_cache_lock = threading.Lock()
+
+
+def cell_mapping(context, cell_uuid):
+    """The ``CellMapping`` with ``cell_uuid`` (cached per process)."""
+    with _cell_cache_lock:
+        mapping = _cell_cache.get(cell_uuid)
+    if mapping is None:
+        mapping = objects.CellMapping.get_by_uuid(context, cell_uuid)
+        with _cell_cache_lock:
+            _cell_cache[cell_uuid] = mapping
+    return mapping
+
+
+def cell_context(context, cell_uuid):
+    """A copy of ``context`` targeted at the cell database ``cell_uuid``."""
+    cctxt = copy.copy(context)
+    nova_context.set_target_cell(cctxt, cell_mapping(context, cell_uuid))
+    return cctxt
+
+
+#: what the compute side needs loaded on the instance it builds
+INSTANCE_ATTRS = ['system_metadata', 'flavor', 'info_cache',
+                  'security_groups', 'metadata', 'pci_requests',
+                  'numa_topology', 'tags', 'device_metadata', 'trusted_certs',
+                  'resources', 'ec2_ids', 'keypairs']
+
+
+def get_instance(context, instance_uuid, cell_uuid):
+    """Load the instance from its cell, with :data:`INSTANCE_ATTRS`.
+
+    :returns: ``(cell_context, Instance)``
+    :raises nova.exception.InstanceNotFound: deleted meanwhile
+    """
+    cctxt = cell_context(context, cell_uuid)
+    instance = objects.Instance.get_by_uuid(cctxt, instance_uuid,
+                                            expected_attrs=INSTANCE_ATTRS)
+    return cctxt, instance
+
+
+def hydrate(cls, primitive, context):
+    """A Nova object from its journal primitive, bound to ``context``.
+
+    :param cls: the ``NovaObject`` class (e.g. ``objects.RequestSpec``)
+    :param primitive: ``obj_to_primitive()`` output, or None
+    :returns: the object, or None for None
+    """
+    if primitive is None:
+        return None
+    return cls.obj_from_primitive(primitive, context=context)
+
+
+def flow_failure(result, flow_failures):
+    """The exception that makes the flow revert, for faults and messages.
+
+    :param result: this task's result (a ``Failure`` when this task failed)
+    :param flow_failures: ``{atom name: Failure}`` from TaskFlow
+    :returns: an exception instance with a traceback (never None)
+    """
+    if isinstance(result, tf_failure.Failure):
+        failures = [result]
+    else:
+        failures = list((flow_failures or {}).values())
+    for failure in failures:
+        if failure.exception is not None:
+            return orc_exc.with_traceback(failure.exception)
+    if failures:
+        return orc_exc.with_traceback(Exception(failures[0].exception_str))
+    return orc_exc.with_traceback(Exception('flow reverted'))
+
+
+class OrcTask(task.Task):
+    """A TaskFlow task bound to the orchestrator of this conductor.
+
+    :param orchestrator: :class:`nova.orc.engine.Orchestrator` (gives the
+        ComputeTaskManager ``.manager``, ``.coordinator``,
+        ``.compute_rpcapi``); None only to draw a flow (``nova-orc flow
+        graph``)
+    """
+
+    def __init__(self, orchestrator, name=None, provides=None, requires=None,
+                 rebind=None, inject=None):
+        super().__init__(name=name, provides=provides, requires=requires,
+                         rebind=rebind, inject=inject)
+        self.orc = orchestrator
+
+    @property
+    def manager(self):
+        """The conductor's ``ComputeTaskManager`` (stock helpers)."""
+        return self.orc.manager
+
+    def job(self, flow_id):
+        """The idempotency and fencing key sent to host-side steps:
+        ``{'flow_id', 'atom', 'token'}``."""
+        return {'flow_id': flow_id, 'atom': self.name,
+                'token': self.orc.fencing_token(flow_id)}

@@ -1,0 +1,203 @@
+"""Tasks acting on the instance record (API database and cell database).
+
+They call the stock ``ComputeTaskManager`` helpers of nova-conductor
+(``_bury_in_cell0``, ``_create_block_device_mapping``, ``_create_tags``,
+``_map_instance_to_cell``, ``_delete_build_request``,
+``_cleanup_build_artifacts``, ``_set_vm_state_and_notify``) so that records,
+notifications and faults are exactly stock's.
+"""
+
+from oslo_log import log as logging
+from taskflow.types import failure as tf_failure
+
+from nova import availability_zones
+from nova.compute import instance_actions
+from nova.compute import vm_states
+from nova.conductor import manager as conductor_manager
+from nova import context as nova_context
+from nova import exception
+from nova import notifications
+from nova import objects
+from nova.orc import exception as orc_exc
+from nova.orc.flows import names
+from nova.orc.tasks import base
+
+LOG = logging.getLogger(__name__)
+
+#: failures after which stock reports MaxRetriesExceeded (a reschedulable
+#: failure on the last alternate) rather than the failure itself
+NOT_RESCHEDULED = (exception.BuildAbortException,
+                   exception.InstanceNotFound,
+                   exception.UnexpectedDeletingTaskStateError,
+                   orc_exc.BuildRequestGone,
+                   orc_exc.StaleFencingToken,
+                   orc_exc.ResourceLocked)
+
+
+def _request_spec(primitive, context):
+    return base.hydrate(objects.RequestSpec, primitive, context)
+
+
+def _bdms(primitive, context):
+    if not primitive:
+        return objects.BlockDeviceMappingList(context, objects=[])
+    return base.hydrate(objects.BlockDeviceMappingList, primitive, context)
+
+
+def _tags(primitive, context):
+    return base.hydrate(objects.TagList, primitive, context)
+
+
+class BuryInCell0OnFailure(base.OrcTask):
+    """Nothing on execute; on revert, give the request stock's end state.
+
+    Revert (the flow failed before the instance record reached a cell: lock
+    conflict, scheduling failure, no host mapping): stock
+    ``ComputeTaskManager._bury_in_cell0`` - the instance is created in cell0
+    in ERROR with a fault and a failed ``create`` action, its BDMs and tags
+    kept there, the build request destroyed. If the user deleted the build
+    request meanwhile, only the orphan instance mapping is removed (as stock
+    does). When the record is already in a cell,
+    :class:`CreateRecord`'s revert owns the end state and this does nothing.
+    """
+
+    def execute(self):
+        pass
+
+    def revert(self, context, instance_uuid, request_spec,
+               block_device_mapping, tags, flow_failures=None, **kwargs):
+        try:
+            mapping = objects.InstanceMapping.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.InstanceMappingNotFound:
+            return
+        if mapping.cell_mapping is not None:
+            return
+        exc = base.flow_failure(None, flow_failures)
+        try:
+            build_request = objects.BuildRequest.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.BuildRequestNotFound:
+            LOG.debug('Build request deleted before scheduling ended; '
+                      'removing the instance mapping',
+                      instance_uuid=instance_uuid)
+            mapping.destroy()
+            return
+        LOG.info('Burying instance in cell0 after %s',
+                 exc.__class__.__name__, instance_uuid=instance_uuid)
+        self.manager._bury_in_cell0(
+            context, _request_spec(request_spec, context), exc,
+            build_requests=[build_request],
+            block_device_mapping=_bdms(block_device_mapping, context),
+            tags=_tags(tags, context))
+
+
+class CreateRecord(base.OrcTask):
+    """Create the instance in the chosen host's cell, as stock does.
+
+    Changes (stock ``schedule_and_build_instances`` for one instance): the
+    instance row in the cell of the first selected host (availability zone
+    of that host), the quota recheck, the BUILDING state-update notification,
+    the ``create`` instance action, BDMs, tags, the instance mapping to the
+    cell, and the build request deleted. Idempotent: if the instance mapping
+    already points to a cell (resumed flow), returns that cell.
+
+    Returns the cell uuid (:data:`names.CELL_UUID`).
+
+    Revert: the instance goes to ERROR with a fault and a notification
+    (stock ``_set_vm_state_and_notify``), ``task_state`` None. If the
+    failure came before the mapping was updated (quota recheck), stock
+    ``_cleanup_build_artifacts`` finishes the record first (BDMs, tags,
+    mapping, build request). A reschedulable failure on the last host is
+    reported as stock reports it: ``MaxRetriesExceeded``.
+    """
+
+    def execute(self, context, instance_uuid, host_list, request_spec,
+                block_device_mapping, tags, num_instances):
+        mapping = objects.InstanceMapping.get_by_instance_uuid(
+            context, instance_uuid)
+        if mapping.cell_mapping is not None:
+            return mapping.cell_mapping.uuid
+        try:
+            build_request = objects.BuildRequest.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.BuildRequestNotFound:
+            raise orc_exc.BuildRequestGone(instance_uuid=instance_uuid)
+        spec = _request_spec(request_spec, context)
+        host = base.hydrate(objects.Selection, host_list[0], context)
+        host_mapping = objects.HostMapping.get_by_host(
+            context, host.service_host)
+        cell = host_mapping.cell_mapping
+        instance = build_request.get_new_instance(context)
+        instance.availability_zone = (
+            availability_zones.get_host_availability_zone(
+                context, host.service_host))
+        with conductor_manager.obj_target_cell(instance, cell):
+            instance.create()
+        self._recheck_quota(context, instance, spec, num_instances,
+                            build_request, block_device_mapping, tags, cell)
+        bdms = _bdms(block_device_mapping, context)
+        with nova_context.target_cell(context, cell) as cctxt:
+            notifications.send_update_with_states(
+                cctxt, instance, None, vm_states.BUILDING, None, None,
+                service='conductor')
+            objects.InstanceAction.action_start(
+                cctxt, instance.uuid, instance_actions.CREATE,
+                want_result=False)
+            instance_bdms = self.manager._create_block_device_mapping(
+                cell, instance.flavor, instance.uuid, bdms)
+            instance_tags = self.manager._create_tags(
+                cctxt, instance.uuid, _tags(tags, context))
+        self.manager._map_instance_to_cell(context, instance, cell)
+        if not self.manager._delete_build_request(
+                context, build_request, instance, cell, instance_bdms,
+                instance_tags):
+            raise orc_exc.BuildRequestGone(instance_uuid=instance_uuid)
+        return cell.uuid
+
+    def _recheck_quota(self, context, instance, spec, num_instances,
+                       build_request, block_device_mapping, tags, cell):
+        try:
+            self.manager._recheck_quota(
+                context, instance.flavor, spec, num_instances,
+                project_id=instance.project_id, user_id=instance.user_id)
+        except Exception as exc:
+            # stock: finish the record in ERROR so the user sees why
+            self.manager._cleanup_build_artifacts(
+                context, exc, [instance], [build_request], [spec],
+                _bdms(block_device_mapping, context), _tags(tags, context),
+                {instance.uuid: cell})
+            raise
+
+    def revert(self, context, instance_uuid, request_spec,
+               block_device_mapping, tags, result=None, flow_failures=None,
+               **kwargs):
+        if isinstance(result, tf_failure.Failure):
+            # this task failed: before the record reached a cell
+            # (BuryInCell0OnFailure's case), in the quota recheck (stock
+            # cleanup already put it in ERROR) or the build request is gone
+            return
+        exc = base.flow_failure(result, flow_failures)
+        try:
+            mapping = objects.InstanceMapping.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.InstanceMappingNotFound:
+            return
+        if mapping.cell_mapping is None:
+            # not created in a cell (or created and never mapped: the
+            # quota recheck path already finished it): BuryInCell0OnFailure
+            return
+        if not isinstance(exc, NOT_RESCHEDULED):
+            exc = orc_exc.with_traceback(exception.MaxRetriesExceeded(reason=(
+                'Exceeded maximum number of retries. Exhausted all hosts '
+                'available for retrying build failures for instance %s.' %
+                instance_uuid)))
+        with nova_context.target_cell(context, mapping.cell_mapping) as cctxt:
+            try:
+                self.manager._set_vm_state_and_notify(
+                    cctxt, instance_uuid, 'build_instances',
+                    {'vm_state': vm_states.ERROR, 'task_state': None},
+                    exc, _request_spec(request_spec, context))
+            except exception.InstanceNotFound:
+                LOG.debug('Instance deleted during its build',
+                          instance_uuid=instance_uuid)

@@ -1,0 +1,119 @@
+"""Tasks acting on the scheduler and placement, and the reschedule retry."""
+
+from oslo_log import log as logging
+from oslo_serialization import jsonutils
+from taskflow import retry
+from taskflow.types import failure as tf_failure
+
+from nova import exception
+from nova import objects
+from nova.orc.flows import names
+from nova.orc.tasks import base
+from nova.orc.tasks import instance as instance_tasks
+from nova.scheduler import utils as scheduler_utils
+
+LOG = logging.getLogger(__name__)
+
+
+def _spec(primitive, context):
+    return base.hydrate(objects.RequestSpec, primitive, context)
+
+
+class Schedule(base.OrcTask):
+    """Pick a host and its alternates; the scheduler claims in placement.
+
+    Changes: stock ``ComputeTaskManager._schedule_instances`` (server group
+    set-up, ``select_destinations`` with alternates, up to
+    ``[scheduler] max_attempts`` hosts): the first host's resources are
+    allocated in placement for the instance. When the API request had
+    several instances, the conductor scheduled them together (as stock) and
+    passes this instance's hosts as ``preselected_hosts``.
+
+    Returns the Selection primitives (:data:`names.HOST_LIST`).
+
+    Revert: delete the instance's allocations in placement (``force``);
+    nothing when scheduling itself failed.
+    """
+
+    def execute(self, context, instance_uuid, request_spec,
+                preselected_hosts):
+        if preselected_hosts:
+            return preselected_hosts
+        spec = _spec(request_spec, context)
+        host_lists = self.manager._schedule_instances(
+            context, spec, [instance_uuid], return_alternates=True)
+        return [s.obj_to_primitive() for s in host_lists[0]]
+
+    def revert(self, context, instance_uuid, result=None, **kwargs):
+        if isinstance(result, tf_failure.Failure):
+            return
+        self.manager.report_client.delete_allocation_for_instance(
+            context, instance_uuid, force=True)
+
+
+class HostRetry(retry.ParameterizedForEach):
+    """Try the selected host, then each alternate (stock reschedule).
+
+    Provides the Selection primitive to try (:data:`names.SELECTION`).
+    A failure stock would not reschedule (``BuildAbortException``, instance
+    deleted, build request gone, lock conflict, stale fencing token) reverts
+    the whole flow at once (``REVERT_ALL``); others move on to the next
+    alternate until the host list (``[scheduler] max_attempts`` long) is
+    exhausted, then the whole flow reverts.
+    """
+
+    def on_failure(self, values, history, *args, **kwargs):
+        failures = []
+        if len(history):
+            failures = [f for _name, f in history.outcomes_iter(index=-1)]
+        for failure in failures:
+            if failure.check(*instance_tasks.NOT_RESCHEDULED):
+                LOG.info('Not rescheduling after %s',
+                         failure.exception_str)
+                return retry.REVERT_ALL
+        decision = super().on_failure(values=values, history=history)
+        # no alternate left: the whole boot reverts (a plain REVERT would
+        # stop at this subflow and leave the record and locks as they are)
+        return retry.REVERT_ALL if decision == retry.REVERT else decision
+
+
+class ClaimAllocation(base.OrcTask):
+    """Hold the instance's placement allocation on the selected host.
+
+    Changes: nothing when the instance's allocation is already against the
+    selected compute node (first host: the scheduler allocated). For an
+    alternate, claims its ``allocation_request`` (stock
+    ``scheduler_utils.claim_resources``, as the reschedule path of stock
+    ``build_instances`` does); an alternate whose resources are gone fails
+    with ``NoValidHost`` and the retry moves on. Also maps request groups to
+    providers (``fill_provider_mapping``).
+
+    Returns the request spec primitive with its provider mapping.
+
+    Revert: delete the instance's allocations (``force``), so the next
+    alternate starts clean and a final failure leaves none.
+    """
+
+    def execute(self, context, instance_uuid, selection, request_spec):
+        sel = base.hydrate(objects.Selection, selection, context)
+        spec = _spec(request_spec, context)
+        client = self.manager.report_client
+        allocs = client.get_allocs_for_consumer(
+            context, instance_uuid).get('allocations') or {}
+        if sel.compute_node_uuid not in allocs:
+            if allocs:
+                client.delete_allocation_for_instance(
+                    context, instance_uuid, force=True)
+            alloc_req = jsonutils.loads(sel.allocation_request)
+            if not scheduler_utils.claim_resources(
+                    context, client, spec, instance_uuid, alloc_req,
+                    sel.allocation_request_version):
+                raise exception.NoValidHost(
+                    reason='resources of alternate host %s are gone' %
+                    sel.service_host)
+        scheduler_utils.fill_provider_mapping(spec, sel)
+        return spec.obj_to_primitive()
+
+    def revert(self, context, instance_uuid, **kwargs):
+        self.manager.report_client.delete_allocation_for_instance(
+            context, instance_uuid, force=True)

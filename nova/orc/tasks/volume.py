@@ -1,0 +1,49 @@
+"""Tasks acting on the block storage service (cinder attachments)."""
+
+from oslo_log import log as logging
+
+from nova import objects
+from nova.orc.tasks import base
+
+LOG = logging.getLogger(__name__)
+
+
+class PrepareBlockDevices(base.OrcTask):
+    """Attach the instance's volumes and build its driver block devices.
+
+    Changes: attachments that a previous host's revert deleted are created
+    again (stock conductor ``_validate_existing_attachment_ids``); on the
+    host (stock ``_build_resources``): ``prepare_for_spawn``, default device
+    names, task state BLOCK_DEVICE_MAPPING, volumes created from images or
+    snapshots, attachments updated with the host connector and completed
+    (``_prep_block_device``). Runs in parallel with
+    :class:`~nova.orc.tasks.network.AllocateNetworks`.
+
+    Returns the attached volume ids (:data:`names.BLOCK_DEVICES`).
+
+    Revert: on the host, disconnect and delete the attachments made for
+    this attempt (stock ``_shutdown_instance`` volume clean-up before a
+    reschedule); the volumes themselves stay with the BDMs.
+    """
+
+    def execute(self, context, flow_id, instance_uuid, cell_uuid, claim,
+                image):
+        cctxt, instance = base.get_instance(context, instance_uuid, cell_uuid)
+        bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            cctxt, instance_uuid)
+        self.manager._validate_existing_attachment_ids(cctxt, instance, bdms)
+        return self.orc.compute_rpcapi.prep_block_devices(
+            cctxt, claim['host'], instance=instance, image=image,
+            job=self.job(flow_id))
+
+    def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
+               **kwargs):
+        try:
+            cctxt, instance = base.get_instance(
+                context, instance_uuid, cell_uuid)
+        except Exception:
+            LOG.exception('Instance gone; volumes are cleaned by its delete',
+                          instance_uuid=instance_uuid)
+            return
+        self.orc.compute_rpcapi.cleanup_block_devices(
+            cctxt, claim['host'], instance=instance, job=self.job(flow_id))

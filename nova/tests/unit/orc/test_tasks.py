@@ -1,0 +1,372 @@
+"""Every boot task's execute and revert, against mocked Nova services."""
+
+from unittest import mock
+
+from oslo_serialization import jsonutils
+from oslo_utils.fixture import uuidsentinel as uuids
+from taskflow import retry
+from taskflow.types import failure as tf_failure
+
+from nova.compute import vm_states
+from nova import context as nova_context
+from nova import exception
+from nova import objects
+from nova.orc import exception as orc_exc
+from nova.orc.tasks import compute
+from nova.orc.tasks import instance as instance_tasks
+from nova.orc.tasks import locks
+from nova.orc.tasks import network
+from nova.orc.tasks import scheduler
+from nova.orc.tasks import volume
+from nova import test
+
+
+def _selection(host='host1', node='node1', rp=uuids.rp1):
+    return objects.Selection(
+        service_host=host, nodename=node, compute_node_uuid=rp,
+        cell_uuid=uuids.cell1, limits=None,
+        allocation_request=jsonutils.dumps(
+            {'allocations': {rp: {'resources': {'VCPU': 1}}}}),
+        allocation_request_version='1.36')
+
+
+def _failure(exc):
+    try:
+        raise exc
+    except Exception:
+        return tf_failure.Failure()
+
+
+class TaskTestBase(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.ctxt = nova_context.RequestContext(
+            'user', 'project', request_id=uuids.request)
+        self.orc = mock.Mock()
+        self.orc.fencing_token.return_value = 7
+        self.manager = self.orc.manager
+        groups = objects.SecurityGroupList()
+        # (SecurityGroupList.__init__ drops an ``objects`` keyword)
+        groups.objects = [objects.SecurityGroup(name='default')]
+        self.spec = objects.RequestSpec(
+            instance_uuid=uuids.instance, num_instances=1,
+            security_groups=groups)
+        self.instance = objects.Instance(uuid=uuids.instance, host='host1')
+        get_instance = mock.patch('nova.orc.tasks.base.get_instance',
+                                  return_value=(self.ctxt, self.instance))
+        self.get_instance = get_instance.start()
+        self.addCleanup(get_instance.stop)
+
+
+class LockResourcesTest(TaskTestBase):
+
+    def test_execute_locks_all_and_revert_releases(self):
+        task = locks.LockResources(self.orc, name='lock')
+        resources = [['instance', uuids.instance], ['port', uuids.port]]
+        self.assertEqual(resources, task.execute(uuids.flow, resources))
+        self.orc.coordinator.acquire.assert_called_once_with(
+            uuids.flow, [('instance', uuids.instance), ('port', uuids.port)])
+        task.revert(uuids.flow, resources, result=None)
+        self.orc.coordinator.release.assert_called_once_with(
+            uuids.flow, [('instance', uuids.instance), ('port', uuids.port)])
+
+    def test_execute_conflict_propagates(self):
+        self.orc.coordinator.acquire.side_effect = orc_exc.ResourceLocked(
+            kind='port', resource_id=uuids.port, holder=uuids.other,
+            conductor='c2')
+        task = locks.LockResources(self.orc, name='lock')
+        self.assertRaises(orc_exc.ResourceLocked, task.execute, uuids.flow,
+                          [['port', uuids.port]])
+
+    def test_boot_lock_resources(self):
+        networks = objects.NetworkRequestList(objects=[
+            objects.NetworkRequest(port_id=uuids.port),
+            objects.NetworkRequest(network_id=uuids.net)])
+        bdms = objects.BlockDeviceMappingList(objects=[
+            objects.BlockDeviceMapping(volume_id=uuids.vol),
+            objects.BlockDeviceMapping(source_type='image')])
+        self.assertEqual(
+            [['instance', uuids.instance], ['port', uuids.port],
+             ['volume', uuids.vol]],
+            locks.boot_lock_resources(uuids.instance, networks, bdms))
+
+
+class ScheduleTest(TaskTestBase):
+
+    def test_execute_schedules_with_alternates(self):
+        sel = [_selection('host1'), _selection('host2', rp=uuids.rp2)]
+        self.manager._schedule_instances.return_value = [sel]
+        task = scheduler.Schedule(self.orc, name='schedule')
+        result = task.execute(self.ctxt, uuids.instance,
+                              self.spec.obj_to_primitive(), None)
+        self.assertEqual([s.obj_to_primitive() for s in sel], result)
+        args, kwargs = self.manager._schedule_instances.call_args
+        self.assertEqual([uuids.instance], args[2])
+        self.assertTrue(kwargs['return_alternates'])
+
+    def test_execute_preselected_does_not_call_scheduler(self):
+        hosts = [_selection().obj_to_primitive()]
+        task = scheduler.Schedule(self.orc, name='schedule')
+        self.assertEqual(hosts, task.execute(self.ctxt, uuids.instance,
+                                             self.spec.obj_to_primitive(),
+                                             hosts))
+        self.manager._schedule_instances.assert_not_called()
+
+    def test_revert_deletes_allocations_unless_scheduling_failed(self):
+        task = scheduler.Schedule(self.orc, name='schedule')
+        task.revert(self.ctxt, uuids.instance,
+                    result=_failure(exception.NoValidHost(reason='x')))
+        self.manager.report_client.delete_allocation_for_instance\
+            .assert_not_called()
+        task.revert(self.ctxt, uuids.instance, result=[])
+        self.manager.report_client.delete_allocation_for_instance\
+            .assert_called_once_with(self.ctxt, uuids.instance, force=True)
+
+
+class HostRetryTest(test.NoDBTestCase):
+
+    def _history(self, exc):
+        return retry.History([('host1', {'spawn': _failure(exc)})])
+
+    def test_reschedulable_failure_moves_to_next_host(self):
+        r = scheduler.HostRetry('host_retry', provides='selection')
+        self.assertEqual(retry.RETRY, r.on_failure(
+            values=['host1', 'host2'],
+            history=self._history(test.TestingException('boom'))))
+
+    def test_last_host_failure_reverts_all(self):
+        r = scheduler.HostRetry('host_retry', provides='selection')
+        self.assertEqual(retry.REVERT_ALL, r.on_failure(
+            values=['host1'],
+            history=self._history(test.TestingException('boom'))))
+
+    def test_build_abort_reverts_all_at_once(self):
+        r = scheduler.HostRetry('host_retry', provides='selection')
+        self.assertEqual(retry.REVERT_ALL, r.on_failure(
+            values=['host1', 'host2'],
+            history=self._history(exception.BuildAbortException(
+                instance_uuid=uuids.instance, reason='no'))))
+
+
+class ClaimAllocationTest(TaskTestBase):
+
+    @mock.patch('nova.scheduler.utils.fill_provider_mapping')
+    @mock.patch('nova.scheduler.utils.claim_resources')
+    def test_first_host_keeps_scheduler_allocation(self, claim, fill):
+        client = self.manager.report_client
+        client.get_allocs_for_consumer.return_value = {
+            'allocations': {uuids.rp1: {}}}
+        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task.execute(self.ctxt, uuids.instance,
+                     _selection().obj_to_primitive(),
+                     self.spec.obj_to_primitive())
+        claim.assert_not_called()
+        client.delete_allocation_for_instance.assert_not_called()
+        fill.assert_called_once()
+
+    @mock.patch('nova.scheduler.utils.fill_provider_mapping')
+    @mock.patch('nova.scheduler.utils.claim_resources', return_value=True)
+    def test_alternate_claims_its_allocation_request(self, claim, fill):
+        client = self.manager.report_client
+        client.get_allocs_for_consumer.return_value = {
+            'allocations': {uuids.rp1: {}}}
+        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task.execute(self.ctxt, uuids.instance,
+                     _selection('host2', rp=uuids.rp2).obj_to_primitive(),
+                     self.spec.obj_to_primitive())
+        client.delete_allocation_for_instance.assert_called_once_with(
+            self.ctxt, uuids.instance, force=True)
+        self.assertEqual(
+            {'allocations': {uuids.rp2: {'resources': {'VCPU': 1}}}},
+            claim.call_args[0][4])
+
+    @mock.patch('nova.scheduler.utils.claim_resources', return_value=False)
+    def test_alternate_gone_fails(self, claim):
+        self.manager.report_client.get_allocs_for_consumer.return_value = {
+            'allocations': {}}
+        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        self.assertRaises(exception.NoValidHost, task.execute, self.ctxt,
+                          uuids.instance, _selection().obj_to_primitive(),
+                          self.spec.obj_to_primitive())
+
+    def test_revert_deletes_allocations(self):
+        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task.revert(self.ctxt, uuids.instance, result=None)
+        self.manager.report_client.delete_allocation_for_instance\
+            .assert_called_once_with(self.ctxt, uuids.instance, force=True)
+
+
+class BuryInCell0OnFailureTest(TaskTestBase):
+
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid')
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_buries_unmapped_instance(self, get_mapping, get_br):
+        get_mapping.return_value = objects.InstanceMapping(cell_mapping=None)
+        task = instance_tasks.BuryInCell0OnFailure(self.orc, name='bury')
+        task.execute()
+        exc = exception.NoValidHost(reason='none')
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, flow_failures={'schedule': _failure(exc)})
+        args, kwargs = self.manager._bury_in_cell0.call_args
+        self.assertIsInstance(args[2], exception.NoValidHost)
+        self.assertEqual([get_br.return_value], kwargs['build_requests'])
+
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_leaves_mapped_instance_to_create_record(self,
+                                                            get_mapping):
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=objects.CellMapping(uuid=uuids.cell1))
+        task = instance_tasks.BuryInCell0OnFailure(self.orc, name='bury')
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, flow_failures={})
+        self.manager._bury_in_cell0.assert_not_called()
+
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid',
+                side_effect=exception.BuildRequestNotFound(uuid='x'))
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_deleted_build_request_drops_mapping(self, get_mapping,
+                                                        get_br):
+        mapping = mock.Mock(cell_mapping=None)
+        get_mapping.return_value = mapping
+        task = instance_tasks.BuryInCell0OnFailure(self.orc, name='bury')
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, flow_failures={})
+        mapping.destroy.assert_called_once_with()
+        self.manager._bury_in_cell0.assert_not_called()
+
+
+class CreateRecordTest(TaskTestBase):
+
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_execute_is_idempotent_once_mapped(self, get_mapping):
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=objects.CellMapping(uuid=uuids.cell1))
+        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        self.assertEqual(uuids.cell1, task.execute(
+            self.ctxt, uuids.instance, [_selection().obj_to_primitive()],
+            self.spec.obj_to_primitive(), None, None, 1))
+        self.manager._map_instance_to_cell.assert_not_called()
+
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid',
+                side_effect=exception.BuildRequestNotFound(uuid='x'))
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_execute_build_request_gone(self, get_mapping, get_br):
+        get_mapping.return_value = objects.InstanceMapping(cell_mapping=None)
+        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        self.assertRaises(orc_exc.BuildRequestGone, task.execute, self.ctxt,
+                          uuids.instance, [_selection().obj_to_primitive()],
+                          self.spec.obj_to_primitive(), None, None, 1)
+
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_after_host_failures_reports_max_retries(self,
+                                                            get_mapping):
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=objects.CellMapping(uuid=uuids.cell1,
+                                             database_connection='fake://',
+                                             transport_url='fake://'))
+        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, result=uuids.cell1,
+                    flow_failures={'spawn': _failure(
+                        test.TestingException('boom'))})
+        args = self.manager._set_vm_state_and_notify.call_args[0]
+        self.assertEqual({'vm_state': vm_states.ERROR, 'task_state': None},
+                         args[3])
+        self.assertIsInstance(args[4], exception.MaxRetriesExceeded)
+
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_after_build_abort_reports_it(self, get_mapping):
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=objects.CellMapping(uuid=uuids.cell1,
+                                             database_connection='fake://',
+                                             transport_url='fake://'))
+        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        abort = exception.BuildAbortException(instance_uuid=uuids.instance,
+                                              reason='bad image')
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, result=uuids.cell1,
+                    flow_failures={'spawn': _failure(abort)})
+        self.assertIn('bad image', str(
+            self.manager._set_vm_state_and_notify.call_args[0][4]))
+
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_of_own_failure_is_left_to_bury(self, get_mapping):
+        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, result=_failure(test.TestingException()),
+                    flow_failures={})
+        get_mapping.assert_not_called()
+        self.manager._set_vm_state_and_notify.assert_not_called()
+
+
+class HostTasksTest(TaskTestBase):
+
+    def test_claim_host_execute_and_revert(self):
+        task = compute.ClaimHost(self.orc, name='claim_host')
+        sel = _selection().obj_to_primitive()
+        result = task.execute(self.ctxt, uuids.flow, uuids.instance,
+                              uuids.cell1, sel, self.spec.obj_to_primitive())
+        self.assertEqual({'host': 'host1', 'node': 'node1'}, result)
+        kwargs = self.orc.compute_rpcapi.claim_resources.call_args[1]
+        self.assertEqual({'flow_id': uuids.flow, 'atom': 'claim_host',
+                          'token': 7}, kwargs['job'])
+        task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1, sel,
+                    result=_failure(test.TestingException('no room')))
+        kwargs = self.orc.compute_rpcapi.abort_claim.call_args[1]
+        self.assertIn('no room', kwargs['reason'])
+
+    def test_claim_host_revert_survives_unreachable_host(self):
+        self.orc.compute_rpcapi.abort_claim.side_effect = (
+            exception.NovaException('timeout'))
+        task = compute.ClaimHost(self.orc, name='claim_host')
+        task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                    _selection().obj_to_primitive(), result=None,
+                    flow_failures={})
+
+    def test_networks_execute_and_revert(self):
+        self.orc.compute_rpcapi.allocate_networks.return_value = '[]'
+        task = network.AllocateNetworks(self.orc, name='networks')
+        claim = {'host': 'host1', 'node': 'node1'}
+        self.assertEqual('[]', task.execute(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, None,
+            self.spec.obj_to_primitive()))
+        kwargs = self.orc.compute_rpcapi.allocate_networks.call_args[1]
+        self.assertEqual(['default'], kwargs['security_groups'])
+        task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                    claim, None, result=None)
+        self.orc.compute_rpcapi.deallocate_networks.assert_called_once()
+
+    @mock.patch('nova.objects.BlockDeviceMappingList.get_by_instance_uuid')
+    def test_block_devices_execute_and_revert(self, get_bdms):
+        self.orc.compute_rpcapi.prep_block_devices.return_value = [uuids.v]
+        task = volume.PrepareBlockDevices(self.orc, name='block_devices')
+        claim = {'host': 'host1', 'node': 'node1'}
+        self.assertEqual([uuids.v], task.execute(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, {}))
+        # attachments deleted by a previous host's revert are re-created
+        self.manager._validate_existing_attachment_ids.assert_called_once_with(
+            self.ctxt, self.instance, get_bdms.return_value)
+        task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                    claim, result=None)
+        self.orc.compute_rpcapi.cleanup_block_devices.assert_called_once()
+
+    def test_spawn_execute_and_revert(self):
+        task = compute.Spawn(self.orc, name='spawn')
+        claim = {'host': 'host1', 'node': 'node1'}
+        self.assertEqual(claim, task.execute(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, {},
+            '[]', [], 'secret', []))
+        kwargs = self.orc.compute_rpcapi.spawn.call_args[1]
+        self.assertEqual('secret', kwargs['admin_password'])
+        task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                    claim, network_info='[]', result=None)
+        self.orc.compute_rpcapi.destroy_guest.assert_called_once()
+
+    def test_finalize_execute(self):
+        task = compute.Finalize(self.orc, name='finalize')
+        task.execute(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                     {'host': 'host1', 'node': 'node1'}, '[]')
+        args, kwargs = self.orc.compute_rpcapi.finish_build.call_args
+        self.assertEqual('host1', args[1])
+        self.assertEqual('node1', kwargs['node'])
