@@ -1,0 +1,188 @@
+"""Cost of journaling one boot flow: nova-orc's backend vs TaskFlow's.
+
+Builds the real boot flow (``nova.orc.flows.boot.get_flow``: same atoms,
+retry and parallel branch) with every task's ``execute`` answering at once
+with a result of the real size, and runs it with a TaskFlow serial engine
+on each persistence backend, for each database:
+
+* ``orc``: :class:`nova.orc.persistence.backend.JournalBackend`;
+* ``taskflow-sql``: TaskFlow's stock SQLAlchemy backend, same database;
+* ``memory``: TaskFlow's in-memory backend (no database: the floor).
+
+Printed per database: median CPU and wall ms per flow (process CPU time,
+so only this process's work; the database server's is not counted), and
+the ratio orc / taskflow-sql. Databases: a sqlite file in a temporary
+folder, and PostgreSQL / MySQL when a URL answers (throw-away databases
+are created and dropped).
+
+Usage: tools/bench/journal [--flows 20] [--postgresql URL] [--mysql URL]
+"""
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import sqlalchemy as sa
+from oslo_utils import uuidutils
+import taskflow.engines
+from taskflow.persistence import backends as tf_backends
+from taskflow.persistence import models
+
+import nova.conf
+from nova import objects
+from nova.orc.flows import boot
+from nova.orc.flows import names
+from nova.orc.persistence import backend as journal
+from nova.orc.persistence import migration
+from nova.orc.tasks import base as task_base
+
+CONF = nova.conf.CONF
+
+SELECTION = {'nova_object.name': 'Selection', 'nova_object.data': {
+    'service_host': 'host1', 'nodename': 'host1', 'cell_uuid': 'c' * 36,
+    'compute_node_uuid': 'n' * 36, 'limits': None,
+    'allocation_request': '{"allocations": {"%s": {"resources": '
+    '{"VCPU": 1, "MEMORY_MB": 512, "DISK_GB": 1}}}}' % ('n' * 36),
+    'allocation_request_version': '1.36'}}
+RESULTS = {
+    names.SCHEDULE: [SELECTION, SELECTION, SELECTION],
+    names.CREATE_RECORD: 'c' * 36,
+    names.LOCK: [['instance', 'i' * 36]],
+    names.CLAIM_ALLOCATION: {'nova_object.data': {'x' * 20: 'y' * 1500}},
+    names.CLAIM_HOST: {'host': 'host1', 'node': 'host1'},
+    names.NETWORKS: '[]',
+    names.BLOCK_DEVICES_TASK: [],
+    names.SPAWN: {'host': 'host1', 'node': 'host1'},
+}
+
+
+def _flow():
+    flow = boot.get_flow(None)
+    for node, _data in flow.iter_nodes():
+        _stub(node)
+    return flow
+
+
+def _stub(node):
+    if hasattr(node, 'iter_nodes'):
+        for child, _data in node.iter_nodes():
+            _stub(child)
+        return
+    result = RESULTS.get(node.name)
+    node.execute = lambda *a, _r=result, **kw: _r
+
+
+STORE = {names.FLOW_ID: 'f' * 36, names.INSTANCE_UUID: 'i' * 36,
+         names.REQUEST_SPEC: {'nova_object.data': {'x' * 20: 'y' * 3000}},
+         names.IMAGE: {'id': 'img', 'name': 'cirros', 'properties': {}},
+         names.REQUESTED_NETWORKS: None, names.BLOCK_DEVICE_MAPPING: None,
+         names.TAGS: None, names.NUM_INSTANCES: 1,
+         names.PRESELECTED_HOSTS: None,
+         names.LOCK_RESOURCES: [['instance', 'i' * 36]]}
+TRANSIENT = {names.CONTEXT: None, names.ADMIN_PASSWORD: 'secret',
+             names.INJECTED_FILES: []}
+
+
+def run_flows(backend, count):
+    """Run ``count`` boot-shaped flows; returns ([cpu ms], [wall ms])."""
+    cpu, wall = [], []
+    for _ in range(count):
+        c0, t0 = time.process_time(), time.perf_counter()
+        book = models.LogBook('boot-bench')
+        fd = models.FlowDetail(boot.NAME, uuidutils.generate_uuid())
+        fd.meta = {'instance_uuid': uuidutils.generate_uuid()}
+        book.add(fd)
+        with contextlib.closing(backend.get_connection()) as conn:
+            conn.save_logbook(book)
+        engine = taskflow.engines.load(_flow(), store=STORE, flow_detail=fd,
+                                       book=book, backend=backend,
+                                       engine='serial')
+        engine.storage.inject(TRANSIENT, transient=True)
+        engine.run()
+        cpu.append((time.process_time() - c0) * 1000)
+        wall.append((time.perf_counter() - t0) * 1000)
+    return cpu, wall
+
+
+@contextlib.contextmanager
+def throwaway_database(server_url):
+    """A new database on ``server_url`` (PostgreSQL or MySQL), dropped at
+    exit; yields its URL."""
+    name = 'orc_bench_%s' % uuidutils.generate_uuid(dashed=False)[:10]
+    admin_url = server_url + ('/postgres' if 'postgres' in server_url
+                              else '/')
+    admin = sa.create_engine(admin_url, isolation_level='AUTOCOMMIT')
+    with admin.connect() as c:
+        c.execute(sa.text('CREATE DATABASE %s' % name))
+    try:
+        yield '%s/%s' % (server_url, name)
+    finally:
+        for facade in journal._own_facades.values():
+            facade.writer.get_engine().dispose()
+        journal._own_facades.clear()
+        with admin.connect() as c:
+            c.execute(sa.text('DROP DATABASE %s%s' % (
+                name, ' WITH (FORCE)' if 'postgres' in server_url else '')))
+        admin.dispose()
+
+
+def bench_database(label, url, flows):
+    CONF.set_override('connection', url, group='orc')
+    migration.db_sync()
+    results = {}
+    orc_backend = journal.JournalBackend(deferred_running=boot.QUICK_ATOMS)
+    tf_backend = tf_backends.fetch({'connection': url})
+    with contextlib.closing(tf_backend.get_connection()) as conn:
+        conn.upgrade()
+    memory = tf_backends.fetch({'connection': 'memory://'})
+    for name, backend in (('orc', orc_backend), ('taskflow-sql', tf_backend),
+                          ('memory', memory)):
+        run_flows(backend, 2)  # warm-up: imports, statement caches
+        cpu, wall = run_flows(backend, flows)
+        results[name] = (statistics.median(cpu), statistics.median(wall))
+    tf_backend.close()
+    print('%-11s %-13s %9s %9s' % (label, 'backend', 'CPU ms', 'wall ms'))
+    for name, (cpu, wall) in results.items():
+        print('%-11s %-13s %9.1f %9.1f' % ('', name, cpu, wall))
+    journal_cpu = results['orc'][0] - results['memory'][0]
+    print('%-11s orc/taskflow-sql CPU ratio %.3f; journal CPU per boot '
+          '(orc - memory) %.1f ms' % (
+              '', results['orc'][0] / results['taskflow-sql'][0],
+              journal_cpu))
+    sys.stdout.flush()
+    return results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='tools/bench/journal')
+    parser.add_argument('--flows', type=int, default=20)
+    parser.add_argument('--postgresql',
+                        default='postgresql+psycopg2://postgres@127.0.0.1')
+    parser.add_argument('--mysql', default='mysql+pymysql://root@127.0.0.1')
+    args = parser.parse_args(argv)
+    CONF([], project='nova')
+    objects.register_all()
+    task_base  # the flow's tasks are imported through boot
+    print('journal benchmark: boot flow (%d atoms), %d flows per backend, '
+          'medians' % (len(list(boot.get_flow(None).iter_nodes())),
+                       args.flows))
+    with tempfile.TemporaryDirectory() as tmp:
+        bench_database('sqlite', 'sqlite:///%s' % os.path.join(
+            tmp, 'journal.db'), args.flows)
+    for label, url in (('postgresql', args.postgresql),
+                       ('mysql', args.mysql)):
+        try:
+            with throwaway_database(url) as db_url:
+                bench_database(label, db_url, args.flows)
+        except sa.exc.OperationalError as e:
+            print('%-11s not reachable at %s: %s' % (
+                label, url, str(e).splitlines()[0]))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
