@@ -15,6 +15,7 @@ from taskflow import task
 from taskflow.types import failure as tf_failure
 
 from nova import context as nova_context
+from nova import exception
 from nova import objects
 from nova.orc import exception as orc_exc
 
@@ -59,6 +60,21 @@ def get_instance(context, instance_uuid, cell_uuid):
     instance = objects.Instance.get_by_uuid(cctxt, instance_uuid,
                                             expected_attrs=INSTANCE_ATTRS)
     return cctxt, instance
+
+
+def get_instance_for_revert(context, instance_uuid, cell_uuid, what):
+    """:func:`get_instance` for a revert: ``(None, None)`` when the instance
+    was deleted meanwhile (its delete cleans ``what`` up); any other error
+    propagates, so the revert fails visibly instead of leaking.
+
+    :param what: str naming the resources, for the log
+    """
+    try:
+        return get_instance(context, instance_uuid, cell_uuid)
+    except exception.InstanceNotFound:
+        LOG.info('Instance deleted during its build; its delete cleans up '
+                 'the %s', what, instance_uuid=instance_uuid)
+        return None, None
 
 
 def hydrate(cls, primitive, context):

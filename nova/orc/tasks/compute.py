@@ -88,7 +88,10 @@ class Spawn(base.OrcTask):
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
                network_info=None, **kwargs):
-        cctxt, instance = base.get_instance(context, instance_uuid, cell_uuid)
+        cctxt, instance = base.get_instance_for_revert(
+            context, instance_uuid, cell_uuid, 'guest')
+        if instance is None:
+            return
         self.orc.compute_rpcapi.destroy_guest(
             cctxt, claim['host'], instance=instance,
             network_info=network_info, job=self.job(flow_id))

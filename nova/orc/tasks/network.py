@@ -43,14 +43,12 @@ class AllocateNetworks(base.OrcTask):
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
                requested_networks, **kwargs):
-        try:
-            cctxt, instance = base.get_instance(
-                context, instance_uuid, cell_uuid)
-        except Exception:
-            LOG.exception('Instance gone; ports are cleaned by its delete',
-                          instance_uuid=instance_uuid)
+        cctxt, instance = base.get_instance_for_revert(
+            context, instance_uuid, cell_uuid, 'ports')
+        if instance is None:
             return
         self.orc.compute_rpcapi.deallocate_networks(
             cctxt, claim['host'], instance=instance,
-            requested_networks=requested_networks_obj(requested_networks, cctxt),
+            requested_networks=requested_networks_obj(requested_networks,
+                                                      cctxt),
             job=self.job(flow_id))

@@ -38,12 +38,9 @@ class PrepareBlockDevices(base.OrcTask):
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
                **kwargs):
-        try:
-            cctxt, instance = base.get_instance(
-                context, instance_uuid, cell_uuid)
-        except Exception:
-            LOG.exception('Instance gone; volumes are cleaned by its delete',
-                          instance_uuid=instance_uuid)
+        cctxt, instance = base.get_instance_for_revert(
+            context, instance_uuid, cell_uuid, 'volume attachments')
+        if instance is None:
             return
         self.orc.compute_rpcapi.cleanup_block_devices(
             cctxt, claim['host'], instance=instance, job=self.job(flow_id))

@@ -363,6 +363,32 @@ class HostTasksTest(TaskTestBase):
                     claim, network_info='[]', result=None)
         self.orc.compute_rpcapi.destroy_guest.assert_called_once()
 
+    def test_reverts_skip_an_instance_deleted_meanwhile(self):
+        self.get_instance.side_effect = exception.InstanceNotFound(
+            instance_id=uuids.instance)
+        claim = {'host': 'host1', 'node': 'node1'}
+        network.AllocateNetworks(self.orc, name='networks').revert(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, None,
+            result=None)
+        volume.PrepareBlockDevices(self.orc, name='block_devices').revert(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim,
+            result=None)
+        compute.Spawn(self.orc, name='spawn').revert(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim,
+            result=None)
+        self.orc.compute_rpcapi.deallocate_networks.assert_not_called()
+        self.orc.compute_rpcapi.cleanup_block_devices.assert_not_called()
+        self.orc.compute_rpcapi.destroy_guest.assert_not_called()
+
+    def test_reverts_fail_visibly_on_other_errors(self):
+        # a database outage must not turn a revert into a silent no-op
+        self.get_instance.side_effect = exception.NovaException('db down')
+        self.assertRaises(
+            exception.NovaException,
+            network.AllocateNetworks(self.orc, name='networks').revert,
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+            {'host': 'host1', 'node': 'node1'}, None, result=None)
+
     def test_finalize_execute(self):
         task = compute.Finalize(self.orc, name='finalize')
         task.execute(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
