@@ -73,7 +73,7 @@ class Orchestrator:
         self.coordinator = (coordinator or
                             coordination.coordinator_from_conf())
         self.backend = backend or journal.JournalBackend(
-            deferred_running=boot.QUICK_ATOMS)
+            deferred=boot.QUICK_ATOMS)
         self.compute_rpcapi = orc_rpcapi.OrcComputeAPI()
         self._executor = None
         self._executor_lock = threading.Lock()

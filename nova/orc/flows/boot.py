@@ -33,9 +33,9 @@ NAME = names.BOOT
 VERSION = 1
 FACTORY = 'nova.orc.flows.boot:get_flow'
 
-#: atoms quick enough that the journal need not record their RUNNING state
-#: on its own (see ``JournalBackend(deferred_running=...)``); the host steps
-#: that can take minutes (networks, block devices, spawn) are not listed
+#: atoms quick enough that the journal writes their states with the flow's
+#: next write (see ``JournalBackend(deferred=...)``); the host steps that
+#: can take minutes (networks, block devices, spawn) are not listed
 QUICK_ATOMS = (names.BURY_ON_FAILURE, names.LOCK, names.SCHEDULE,
                names.CREATE_RECORD, names.HOST_RETRY, names.CLAIM_ALLOCATION,
                names.CLAIM_HOST, names.FINALIZE)

@@ -197,19 +197,23 @@ def _loads(cls, text):
 class JournalBackend(base.Backend):
     """TaskFlow backend object; ``conf`` is ignored (config is ``[orc]``).
 
-    :param deferred_running: names of quick atoms whose RUNNING state is
-        not written on its own: it is kept in memory and written with the
-        atom's next state (its ``started_at`` stays exact). A conductor that
-        dies meanwhile leaves the atom PENDING in the journal, which resumes
-        exactly like RUNNING (TaskFlow re-runs both), so only an operator
-        looking during those milliseconds sees a difference. Long steps
-        are not listed, so they show RUNNING while they run.
+    :param deferred: names of quick atoms whose state changes are not
+        written on their own but with their flow's next write (another
+        atom's, or the flow's own state, which always ends a run), in the
+        same transaction and before it, so the journal is always a prefix
+        of what happened. A RUNNING state is folded into the next state
+        (``started_at`` stays exact). A conductor that dies meanwhile loses
+        at most the last quick atoms' states: the resumed flow re-runs them,
+        as it re-runs any atom whose result was not saved (tasks are
+        idempotent). Long steps are not listed: they show RUNNING while
+        they run, and their writes carry the quick ones before them.
     """
 
-    def __init__(self, conf=None, deferred_running=()):
+    def __init__(self, conf=None, deferred=()):
         super().__init__(conf or {})
-        self.deferred_running = frozenset(deferred_running)
+        self.deferred = frozenset(deferred)
         self._running_since = {}
+        self._pending = {}
         # atom uuids known to have a row: their saves are a single UPDATE
         self._known_atoms = {}
         self._known_lock = threading.Lock()
@@ -229,6 +233,29 @@ class JournalBackend(base.Backend):
     def _remember_atom(self, ad_uuid, flow_uuid, state, data):
         with self._known_lock:
             self._known_atoms[ad_uuid] = (flow_uuid, state, data)
+
+    def _defer(self, flow_uuid, write):
+        with self._known_lock:
+            writes = self._pending.setdefault(flow_uuid, {})
+            previous = writes.get(write[0])
+            if (previous is not None and 'b_started_at' in previous[4] and
+                    write[2] == 'update_finished'):
+                # a later save of a finished atom (e.g. its meta) keeps the
+                # start time the deferred RUNNING state gave the earlier one
+                params = dict(write[4], b_started_at=previous[4][
+                    'b_started_at'])
+                write = write[:2] + ('update_started_finished', write[3],
+                                     params, write[5])
+            writes[write[0]] = write
+
+    def _drop_pending(self, ad_uuid):
+        with self._known_lock:
+            for writes in self._pending.values():
+                writes.pop(ad_uuid, None)
+
+    def _take_pending(self, flow_uuid):
+        with self._known_lock:
+            return list(self._pending.pop(flow_uuid, {}).values())
 
     def _forget_flow(self, flow_uuid):
         with self._known_lock:
@@ -286,10 +313,9 @@ class JournalConnection(base.Connection):
             return None
         return data, last
 
-    def _save_atom(self, conn, ad, flow_uuid, changed=None):
-        changed = changed or self._atom_changed(ad)
-        if changed is None:
-            return
+    def _prepare_atom(self, ad, flow_uuid, changed):
+        """The write of an atom's state: ``(flow_uuid, write)`` where
+        ``write`` is what :meth:`_write_atom` executes."""
         data, last = changed
         if flow_uuid is None and last is not None:
             flow_uuid = last[0]
@@ -309,14 +335,24 @@ class JournalConnection(base.Connection):
             update, insert = 'update_finished', 'insert'
         else:
             update, insert = 'update', 'insert'
+        return flow_uuid, (ad.uuid, ad.state, update, insert, params, data)
+
+    def _write_atom(self, conn, flow_uuid, write):
+        ad_uuid, state, update, insert, params, data = write
         result = conn.execute(_ATOM[update], params)
         if result.rowcount == 0:
             if flow_uuid is None:
                 # TaskFlow's contract: an atom is created with its flow
-                raise tf_exc.NotFound('No atom detail %s' % ad.uuid)
+                raise tf_exc.NotFound('No atom detail %s' % ad_uuid)
             conn.execute(_ATOM[insert], params)
         if flow_uuid is not None:
-            self._backend._remember_atom(ad.uuid, flow_uuid, ad.state, data)
+            self._backend._remember_atom(ad_uuid, flow_uuid, state, data)
+
+    def _flush(self, conn, flow_uuid):
+        """Write the deferred atom states of ``flow_uuid`` (in the caller's
+        transaction, before the caller's own write)."""
+        for write in self._backend._take_pending(flow_uuid):
+            self._write_atom(conn, flow_uuid, write)
 
     def _save_flow(self, conn, fd, book_uuid=None):
         params = {'b_uuid': fd.uuid, 'b_name': fd.name, 'b_state': fd.state,
@@ -356,25 +392,39 @@ class JournalConnection(base.Connection):
 
     @_measured
     def update_atom_details(self, atom_detail):
-        """Persist one atom detail (one UPDATE once its row exists; no
-        database work when only its progress changed, or for the RUNNING
-        state of a ``deferred_running`` atom)."""
-        if (atom_detail.state == states.RUNNING and
-                atom_detail.name in self._backend.deferred_running):
-            with self._backend._known_lock:
-                self._backend._running_since[atom_detail.uuid] = (
-                    timeutils.utcnow())
-            return atom_detail
-        changed = self._atom_changed(atom_detail)
-        if changed is not None:
-            with get_engine().begin() as conn:
-                self._save_atom(conn, atom_detail, None, changed)
-        return atom_detail
+        """Persist one atom detail: one UPDATE once its row exists,
+        together with the flow's deferred writes; nothing when only its
+        progress changed; kept for the flow's next write when the atom is
+        ``deferred``."""
+        ad = atom_detail
+        backend = self._backend
+        deferred = ad.name in backend.deferred
+        if deferred and ad.state == states.RUNNING:
+            with backend._known_lock:
+                # the first RUNNING save is the start (TaskFlow saves the
+                # atom again, still RUNNING, when its progress changes)
+                backend._running_since.setdefault(ad.uuid, timeutils.utcnow())
+            return ad
+        changed = self._atom_changed(ad)
+        if changed is None:
+            backend._drop_pending(ad.uuid)
+            return ad
+        flow_uuid, write = self._prepare_atom(ad, None, changed)
+        if deferred and flow_uuid is not None:
+            backend._defer(flow_uuid, write)
+            return ad
+        with get_engine().begin() as conn:
+            if flow_uuid is not None:
+                self._flush(conn, flow_uuid)
+            self._write_atom(conn, flow_uuid, write)
+        return ad
 
     @_measured
     def update_flow_details(self, flow_detail):
-        """Persist a flow detail and the atom details new to the journal."""
+        """Persist a flow detail, its deferred atom writes and the atom
+        details new to the journal, in one transaction."""
         with get_engine().begin() as conn:
+            self._flush(conn, flow_detail.uuid)
             self._save_flow(conn, flow_detail)
         return flow_detail
 
@@ -387,6 +437,7 @@ class JournalConnection(base.Connection):
                 'b_data': jsonutils.dumps(book.to_dict(marshal_time=True)),
                 'b_updated_at': timeutils.utcnow()})
             for fd in book:
+                self._flush(conn, fd.uuid)
                 self._save_flow(conn, fd, book.uuid)
         return book
 

@@ -108,24 +108,30 @@ class _JournalTests:
                            [a.uuid for a in loaded_fd
                             if a.name == 'step3'][0]).results)
 
-    def test_deferred_running_state_keeps_its_start_time(self):
-        self.backend = journal.JournalBackend(deferred_running={'step2'})
+    def test_deferred_atom_states_ride_with_the_next_write(self):
+        self.backend = journal.JournalBackend(deferred={'step2'})
         book, fd = self._new_flow_detail()
         conn = self.backend.get_connection()
         seen = {}
 
-        def look(name):
-            row = [r for r in conn.atom_rows(fd.uuid)
-                   if r['detail'].name == name][0]
-            seen[name] = (row['detail'].state, row['started_at'])
-        HOOKS['step2'] = lambda: look('step2')
-        HOOKS['step3'] = lambda: look('step3')
+        def look(*names):
+            rows = {r['detail'].name: r for r in conn.atom_rows(fd.uuid)}
+            return [(rows[n]['detail'].state, rows[n]['started_at'])
+                    for n in names]
+
+        def look_step3():
+            seen['step3'], seen['step2 seen by step3'] = look('step3',
+                                                              'step2')
+        HOOKS['step2'] = lambda: seen.update(step2=look('step2')[0])
+        HOOKS['step3'] = look_step3
         self._engine(book, fd).run()
         # while running, step2's RUNNING state was not written on its own;
         # step3 (not deferred) shows RUNNING with its start time
         self.assertEqual(('PENDING', None), seen['step2'])
         self.assertEqual('RUNNING', seen['step3'][0])
         self.assertIsNotNone(seen['step3'][1])
+        # step3's first write carried step2's result before it
+        self.assertEqual('SUCCESS', seen['step2 seen by step3'][0])
         rows = {r['detail'].name: r for r in conn.atom_rows(fd.uuid)}
         self.assertEqual('SUCCESS', rows['step2']['detail'].state)
         self.assertIsNotNone(rows['step2']['started_at'])
