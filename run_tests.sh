@@ -39,6 +39,7 @@ ln -sfn "$VENV/etc/nova" "$SITE/etc/nova"   # Nova's harness reads api-paste.ini
 step "ZooKeeper"
 "$ROOT/tools/zookeeper" start
 export ORC_TEST_ZOOKEEPER=${ORC_TEST_ZOOKEEPER:-127.0.0.1:2181}
+export ORC_TOOLS=$ROOT/tools   # tests that start and stop a ZooKeeper of their own
 set +e
 
 mkdir -p "$LOGDIR"

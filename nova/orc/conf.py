@@ -53,6 +53,14 @@ orc_opts = [
         min=0.1,
         help='Seconds to wait for the first ZooKeeper connection at start-up.'),
     cfg.FloatOpt(
+        'coordination_outage_timeout',
+        default=60.0,
+        min=0.0,
+        help='Seconds a lock operation waits for an unreachable ZooKeeper '
+             'to come back (kazoo retries with backoff) before failing with '
+             'CoordinationUnavailable (503). A boot whose locks cannot be '
+             'taken ends as stock failures do, with nothing held.'),
+    cfg.FloatOpt(
         'lock_wait_timeout',
         default=0.0,
         min=0.0,

@@ -22,6 +22,8 @@ import urllib.parse
 
 from kazoo import client as kazoo_client
 from kazoo import exceptions as kazoo_exc
+from kazoo.handlers import threading as kazoo_threading
+from kazoo import retry as kazoo_retry
 from oslo_log import log as logging
 from oslo_utils import timeutils
 
@@ -50,9 +52,13 @@ class Coordinator:
     ``resources`` an iterable of ``(kind, id)`` string pairs.
     """
 
-    def __init__(self, conductor_id):
-        #: identifies this process in lock records (``CONF.host`` + pid)
+    def __init__(self, conductor_id, stale_owner=None):
+        #: identifies this process in lock records (``CONF.host``)
         self.conductor_id = conductor_id
+        #: ``callable(owner) -> bool``: True when ``owner``'s flow has ended
+        #: and its locks are leftovers (its release was lost, e.g. in a
+        #: ZooKeeper outage); such locks are broken instead of blocking
+        self.stale_owner = stale_owner
 
     def start(self):
         """Connect. :raises CoordinationUnavailable: backend unreachable."""
@@ -82,6 +88,13 @@ class Coordinator:
             if conflict is None:
                 LOG.debug('Flow %s locked %s', owner, resources)
                 return
+            kind, rid, record = conflict
+            if self.stale_owner is not None and self.stale_owner(
+                    record.get('owner')):
+                LOG.warning('Breaking %s %s lock of ended flow %s',
+                            kind, rid, record.get('owner'))
+                self.release(record.get('owner'), [(kind, rid)])
+                continue
             if time.monotonic() >= deadline:
                 kind, rid, record = conflict
                 raise orc_exc.ResourceLocked(
@@ -116,8 +129,8 @@ class MemoryCoordinator(Coordinator):
     _tables = {}
     _tables_lock = threading.Lock()
 
-    def __init__(self, conductor_id, url='memory://'):
-        super().__init__(conductor_id)
+    def __init__(self, conductor_id, url='memory://', stale_owner=None):
+        super().__init__(conductor_id, stale_owner)
         with self._tables_lock:
             self._locks = self._tables.setdefault(url, {})
         self._mutex = threading.Lock()
@@ -167,25 +180,31 @@ class ZooKeeperCoordinator(Coordinator):
     monkey-patched).
     """
 
-    def __init__(self, conductor_id, url):
-        super().__init__(conductor_id)
+    def __init__(self, conductor_id, url, stale_owner=None):
+        super().__init__(conductor_id, stale_owner)
         parsed = urllib.parse.urlparse(url)
         self.hosts = parsed.netloc
         self.base = parsed.path.rstrip('/') or '/nova-orc'
         self.client = None
+        self._sleep = None
         self._known_parents = set()
 
     def start(self):
         if self.client is not None:
             return
         if utils.concurrency_mode_threading():
-            handler = None
+            handler = kazoo_threading.SequentialThreadingHandler()
         else:
             from kazoo.handlers import eventlet as kazoo_eventlet
             handler = kazoo_eventlet.SequentialEventletHandler()
+        self._sleep = handler.sleep_func
         client = kazoo_client.KazooClient(
             hosts=self.hosts, timeout=CONF.orc.zookeeper_session_timeout,
-            handler=handler)
+            handler=handler,
+            # reconnect for as long as it takes; operations wait within
+            # [orc] coordination_outage_timeout (see _retrying)
+            connection_retry={'max_tries': -1, 'max_delay': 5,
+                              'sleep_func': handler.sleep_func})
         try:
             client.start(timeout=CONF.orc.zookeeper_connect_timeout)
         except Exception as e:
@@ -203,17 +222,72 @@ class ZooKeeperCoordinator(Coordinator):
             self.client.close()
             self.client = None
 
+    def _wait(self, async_result):
+        """The result of a kazoo asynchronous call, within a bound.
+
+        kazoo's synchronous calls wait without limit while the connection
+        is suspended; this waits at most the session timeout and turns the
+        wait into ``OperationTimeoutError``, which :meth:`_retrying`
+        retries until its deadline.
+        """
+        try:
+            return async_result.get(
+                timeout=CONF.orc.zookeeper_session_timeout)
+        except self.client.handler.timeout_exception:
+            raise kazoo_exc.OperationTimeoutError()
+
+    def _retrying(self, func, *args):
+        """``func(*args)`` retried while ZooKeeper is unreachable, up to
+        ``[orc] coordination_outage_timeout`` seconds.
+
+        :raises nova.orc.exception.CoordinationUnavailable: still
+            unreachable at the deadline
+        """
+        deadline = time.monotonic() + CONF.orc.coordination_outage_timeout
+        retry = kazoo_retry.KazooRetry(
+            max_tries=-1, delay=0.1, max_delay=2,
+            deadline=CONF.orc.coordination_outage_timeout,
+            ignore_expire=True, sleep_func=self._sleep)
+
+        def attempt():
+            if not self.client.connected:
+                # suspended: no request would be answered before the
+                # reconnection; let the retry wait with backoff
+                if time.monotonic() >= deadline:
+                    raise kazoo_retry.RetryFailedError('not connected')
+                raise kazoo_exc.ConnectionLoss()
+            return func(*args)
+        try:
+            return retry(attempt)
+        except (kazoo_retry.RetryFailedError, kazoo_exc.ConnectionLoss,
+                kazoo_exc.ConnectionClosedError,
+                kazoo_exc.SessionExpiredError,
+                kazoo_exc.OperationTimeoutError) as e:
+            raise orc_exc.CoordinationUnavailable(
+                reason='ZooKeeper %s: %s' % (self.hosts, e or
+                                             e.__class__.__name__))
+
+    def acquire(self, owner, resources, timeout=None):
+        self._check_started()
+        return super().acquire(owner, resources, timeout=timeout)
+
+    def _check_started(self):
+        if self.client is None:
+            raise orc_exc.CoordinationUnavailable(
+                reason='coordinator not started')
+
     def _path(self, kind, rid):
         return '%s/locks/%s/%s' % (self.base, kind, rid)
 
     def _ensure_parent(self, kind):
         if kind not in self._known_parents:
-            self.client.ensure_path('%s/locks/%s' % (self.base, kind))
+            self._wait(self.client.ensure_path_async(
+                '%s/locks/%s' % (self.base, kind)))
             self._known_parents.add(kind)
 
     def _read(self, path):
         try:
-            data, stat = self.client.get(path)
+            data, stat = self._wait(self.client.get_async(path))
         except kazoo_exc.NoNodeError:
             return None, None
         try:
@@ -222,6 +296,9 @@ class ZooKeeperCoordinator(Coordinator):
             return {'owner': '?'}, stat
 
     def _try_acquire(self, owner, resources):
+        return self._retrying(self._try_acquire_once, owner, resources)
+
+    def _try_acquire_once(self, owner, resources):
         wanted = []
         for kind, rid in resources:
             self._ensure_parent(kind)
@@ -236,7 +313,7 @@ class ZooKeeperCoordinator(Coordinator):
         txn = self.client.transaction()
         for kind, rid in wanted:
             txn.create(self._path(kind, rid), data)
-        results = txn.commit()
+        results = self._wait(txn.commit_async())
         # An all-or-nothing transaction that fails reports an exception per
         # operation (PITFALLS: RolledBackError before the failing one).
         for (kind, rid), result in zip(wanted, results):
@@ -244,7 +321,7 @@ class ZooKeeperCoordinator(Coordinator):
                 record, _stat = self._read(self._path(kind, rid))
                 if record is None:
                     # released in between: try the whole set again
-                    return self._try_acquire(owner, resources)
+                    return self._try_acquire_once(owner, resources)
                 if record.get('owner') == owner:
                     continue
                 return kind, rid, record
@@ -255,10 +332,18 @@ class ZooKeeperCoordinator(Coordinator):
                 raise orc_exc.CoordinationUnavailable(reason=str(result))
         if any(isinstance(r, Exception) for r in results):
             # only our own nodes existed (resumed flow): lock the rest
-            return self._try_acquire(owner, resources)
+            return self._try_acquire_once(owner, resources)
         return None
 
     def release(self, owner, resources):
+        """See :meth:`Coordinator.release`; waits out a ZooKeeper outage
+        up to ``[orc] coordination_outage_timeout``, then raises
+        CoordinationUnavailable (the locks stay until a later acquire finds
+        their flow ended and breaks them)."""
+        self._check_started()
+        self._retrying(self._release_once, owner, resources)
+
+    def _release_once(self, owner, resources):
         txn = self.client.transaction()
         count = 0
         for kind, rid in resources:
@@ -268,7 +353,7 @@ class ZooKeeperCoordinator(Coordinator):
                 txn.delete(path, version=stat.version)
                 count += 1
         if count:
-            results = txn.commit()
+            results = self._wait(txn.commit_async())
             failed = [r for r in results if isinstance(r, Exception)]
             if failed:
                 LOG.warning('Releasing locks of flow %s: %s; retrying one by '
@@ -277,33 +362,42 @@ class ZooKeeperCoordinator(Coordinator):
                     record, stat = self._read(self._path(kind, rid))
                     if record is not None and record.get('owner') == owner:
                         try:
-                            self.client.delete(self._path(kind, rid))
+                            self._wait(self.client.delete_async(
+                                self._path(kind, rid)))
                         except kazoo_exc.NoNodeError:
                             pass
 
     def holder(self, kind, resource_id):
-        record, _stat = self._read(self._path(kind, resource_id))
+        self._check_started()
+        record, _stat = self._retrying(self._read,
+                                       self._path(kind, resource_id))
         return record
 
     def list_locks(self):
+        self._check_started()
+        return self._retrying(self._list_locks_once)
+
+    def _list_locks_once(self):
         locks = []
         root = self.base + '/locks'
-        for kind in sorted(self.client.get_children(root)):
-            for rid in sorted(self.client.get_children(root + '/' + kind)):
+        for kind in sorted(self._wait(self.client.get_children_async(root))):
+            for rid in sorted(self._wait(self.client.get_children_async(
+                    root + '/' + kind))):
                 record, _stat = self._read(self._path(kind, rid))
                 if record is not None:
                     locks.append(dict(kind=kind, id=rid, **record))
         return locks
 
 
-def coordinator_from_conf(conf=CONF, conductor_id=None):
+def coordinator_from_conf(conf=CONF, conductor_id=None, stale_owner=None):
     """Build (not start) the coordinator ``[orc] coordination_url`` names.
 
+    :param stale_owner: see :attr:`Coordinator.stale_owner`
     :raises oslo_config.cfg.ConfigFileValueError: unknown scheme
     """
     orc_conf.validate(conf)
     url = conf.orc.coordination_url
     conductor_id = conductor_id or conf.host
     if url.startswith('zookeeper://'):
-        return ZooKeeperCoordinator(conductor_id, url)
-    return MemoryCoordinator(conductor_id, url)
+        return ZooKeeperCoordinator(conductor_id, url, stale_owner)
+    return MemoryCoordinator(conductor_id, url, stale_owner)

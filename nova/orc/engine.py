@@ -21,6 +21,7 @@ from oslo_utils import uuidutils
 import taskflow.engines
 from taskflow.listeners import logging as tf_logging
 from taskflow.persistence import models
+from taskflow import states
 
 import nova.conf
 from nova.orc import coordination
@@ -70,10 +71,10 @@ class Orchestrator:
     def __init__(self, manager, coordinator=None, backend=None):
         self.instances.add(self)
         self.manager = manager
-        self.coordinator = (coordinator or
-                            coordination.coordinator_from_conf())
         self.backend = backend or journal.JournalBackend(
             deferred=boot.QUICK_ATOMS)
+        self.coordinator = (coordinator or coordination.coordinator_from_conf(
+            stale_owner=self.flow_ended))
         self.compute_rpcapi = orc_rpcapi.OrcComputeAPI()
         self._executor = None
         self._executor_lock = threading.Lock()
@@ -94,6 +95,18 @@ class Orchestrator:
             self._executor = None
         self.coordinator.stop()
         self._started = False
+
+    def flow_ended(self, flow_id):
+        """True when the journal says flow ``flow_id`` ended (SUCCESS or
+        REVERTED): its locks are leftovers of a lost release. Unknown
+        owners and failed flows keep their locks."""
+        try:
+            with contextlib.closing(self.backend.get_connection()) as conn:
+                state = conn.flow_state(flow_id)
+        except Exception:
+            LOG.exception('Could not read the state of flow %s', flow_id)
+            return False
+        return state in (states.SUCCESS, states.REVERTED)
 
     def fencing_token(self, flow_id):
         """Token sent with host-side steps of ``flow_id``. One conductor

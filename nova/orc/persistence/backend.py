@@ -528,6 +528,14 @@ class JournalConnection(base.Connection):
             raise tf_exc.NotFound('No atom detail %s' % ad_uuid)
         return _loads(models.atom_detail_class(row.atom_type), row.data)
 
+    def flow_state(self, fd_uuid):
+        """The journaled state of flow ``fd_uuid``, or None if unknown."""
+        fd = tables.flow_details
+        with get_engine().connect() as conn:
+            row = conn.execute(sa.select(fd.c.state).where(
+                fd.c.uuid == fd_uuid)).first()
+        return row.state if row else None
+
     # ------------------------------------------- queries for the operator
     def list_flows(self, instance_uuid=None, limit=None):
         """Flow rows (newest first) as dicts: uuid, logbook_uuid, name,

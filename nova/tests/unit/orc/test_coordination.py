@@ -5,6 +5,7 @@ started by ``run_tests.sh``); without one these tests fail, they never skip.
 """
 
 import os
+import subprocess
 import threading
 import time
 
@@ -70,6 +71,18 @@ class _LockContract:
                           uuids.flow_b, [('instance', 'i1')], timeout=0.3)
         self.assertGreaterEqual(time.monotonic() - t0, 0.3)
 
+    def test_locks_of_an_ended_flow_are_broken(self):
+        # a release lost in an outage must not block the resource forever
+        self.a.acquire(uuids.flow_a, [('instance', 'i1'), ('port', 'p1')])
+        self.b.stale_owner = lambda owner: owner == uuids.flow_a
+        self.b.acquire(uuids.flow_b, [('instance', 'i1')], timeout=0)
+        self.assertEqual(uuids.flow_b, self.a.holder('instance', 'i1')['owner'])
+        # a live owner's lock still conflicts
+        self.b.stale_owner = lambda owner: False
+        self.a.acquire(uuids.flow_c, [('port', 'p2')])
+        self.assertRaises(orc_exc.ResourceLocked, self.b.acquire,
+                          uuids.flow_b, [('port', 'p2')], timeout=0)
+
     def test_list_locks(self):
         self.a.acquire(uuids.flow_a, [('port', 'p1'), ('instance', 'i1')])
         locks = self.b.list_locks()
@@ -77,6 +90,57 @@ class _LockContract:
                           ('port', 'p1', uuids.flow_a)],
                          [(l['kind'], l['id'], l['owner']) for l in locks])
         self.assertEqual({'conductor-a'}, {l['conductor'] for l in locks})
+
+
+class ZooKeeperOutageTest(test.NoDBTestCase):
+    """A ZooKeeper of its own (tools/zookeeper, port 2191) that the test
+    stops and starts: lock operations wait out an outage within
+    [orc] coordination_outage_timeout, then fail with a clear error."""
+
+    PORT = '2191'
+
+    def _zookeeper(self, command):
+        tools = os.environ.get('ORC_TOOLS')
+        self.assertIsNotNone(tools, 'ORC_TOOLS (the repository tools/ '
+                             'folder) must be set, as run_tests.sh does')
+        subprocess.run([os.path.join(tools, 'zookeeper'), command,
+                        self.PORT], check=True, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ,
+                                ORC_ZK_STATE='/var/tmp/nova-orc-zk-outage'))
+
+    def setUp(self):
+        super().setUp()
+        self._zookeeper('start')
+        self.addCleanup(self._zookeeper, 'stop')
+        self.flags(coordination_url='zookeeper://127.0.0.1:%s/outage-%s' % (
+            self.PORT, uuidutils.generate_uuid()), group='orc',
+            zookeeper_session_timeout=30)
+        self.coordinator = coordination.coordinator_from_conf(
+            conductor_id='c1')
+        self.coordinator.start()
+        self.addCleanup(self.coordinator.stop)
+
+    def test_acquire_waits_for_zookeeper_to_come_back(self):
+        self.flags(coordination_outage_timeout=60, group='orc')
+        self._zookeeper('stop')
+        restart = threading.Timer(2, self._zookeeper, ('start',))
+        restart.start()
+        self.addCleanup(restart.cancel)
+        t0 = time.monotonic()
+        self.coordinator.acquire(uuids.flow, [('instance', 'i1')], timeout=0)
+        self.assertGreater(time.monotonic() - t0, 1.5)
+        self.assertEqual(uuids.flow,
+                         self.coordinator.holder('instance', 'i1')['owner'])
+
+    def test_outage_longer_than_the_bound_fails_clearly(self):
+        self.flags(coordination_outage_timeout=2, group='orc')
+        self._zookeeper('stop')
+        t0 = time.monotonic()
+        exc = self.assertRaises(orc_exc.CoordinationUnavailable,
+                                self.coordinator.acquire, uuids.flow,
+                                [('instance', 'i1')], timeout=0)
+        self.assertLess(time.monotonic() - t0, 30)
+        self.assertIn('127.0.0.1:%s' % self.PORT, str(exc))
 
 
 class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
