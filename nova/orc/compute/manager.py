@@ -220,7 +220,8 @@ class OrcComputeEndpoint:
                 instance_uuid=instance.uuid,
                 reason=_('Failed to allocate the network(s), not '
                          'rescheduling: %s') % e)
-        instance.save()
+        # no save here (stock saves the instance at the next task state,
+        # so that no extra instance.update notification goes out)
         return self._record(job, nw_info.json())
 
     def deallocate_networks(self, context, instance, requested_networks,
