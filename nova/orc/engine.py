@@ -16,6 +16,7 @@ import threading
 import weakref
 
 import futurist
+from oslo_concurrency import processutils
 from oslo_log import log as logging
 from oslo_utils import uuidutils
 import taskflow.engines
@@ -86,8 +87,28 @@ class Orchestrator:
         :raises nova.orc.exception.CoordinationUnavailable: unreachable
         """
         if not self._started:
+            self._warn_if_locks_are_not_shared()
             self.coordinator.start()
             self._started = True
+
+    def _warn_if_locks_are_not_shared(self):
+        """memory:// locks live in one process: with several conductor
+        processes they would not exclude each other. Say so at start-up.
+
+        :returns: True when it warned
+        """
+        if not isinstance(self.coordinator, coordination.MemoryCoordinator):
+            return False
+        workers = CONF.conductor.workers or processutils.get_worker_count()
+        if workers <= 1:
+            return False
+        LOG.warning('[orc] coordination_url = %s keeps locks inside one '
+                    'process, but [conductor] workers = %d: flows in '
+                    'different workers will not see each other\'s locks. '
+                    'Set [orc] coordination_url = zookeeper://... (or '
+                    '[conductor] workers = 1).',
+                    CONF.orc.coordination_url, workers)
+        return True
 
     def stop(self):
         if self._executor is not None:

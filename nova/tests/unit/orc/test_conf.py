@@ -3,6 +3,7 @@
 from oslo_config import cfg
 
 from nova.orc import conf as orc_conf
+from nova.orc import engine
 from nova.orc import manager
 from nova import test
 
@@ -32,3 +33,15 @@ class ConfTest(test.NoDBTestCase):
         exc = self.assertRaises(cfg.ConfigFileValueError,
                                 manager.OrcComputeTaskManager)
         self.assertIn('[orc] coordination_url', str(exc))
+
+    def test_memory_locks_with_several_workers_warn_at_start(self):
+        self.flags(workers=2, group='conductor')
+        orchestrator = engine.Orchestrator(manager=None)
+        self.assertTrue(orchestrator._warn_if_locks_are_not_shared())
+        self.flags(workers=1, group='conductor')
+        self.assertFalse(orchestrator._warn_if_locks_are_not_shared())
+        self.flags(workers=2, group='conductor')
+        self.flags(coordination_url='zookeeper://127.0.0.1:2181/x',
+                   group='orc')
+        self.assertFalse(engine.Orchestrator(
+            manager=None)._warn_if_locks_are_not_shared())
