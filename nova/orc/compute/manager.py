@@ -33,7 +33,6 @@ from nova import objects
 from nova.objects import fields
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
-from nova import rpc
 from nova.virt import driver as virt_driver
 
 LOG = logging.getLogger(__name__)
@@ -51,8 +50,6 @@ SPAWN_ABORTS = (exception.FlavorDiskTooSmall, exception.FlavorMemoryTooSmall,
 
 #: recorded step results (and fencing tokens) kept per compute host
 MAX_RECORDED_STEPS = 4096
-
-rpc.add_extra_exmods('nova.orc.exception')
 
 
 class OrcComputeEndpoint:
@@ -94,10 +91,6 @@ class OrcComputeEndpoint:
     def _forget(self, job):
         with self._lock:
             self._recorded.pop((job['flow_id'], job['atom']), None)
-
-    def ping(self, context):
-        """The endpoint version: a conductor's capability probe."""
-        return orc_rpcapi.VERSION
 
     # ------------------------------------------------------------ claim
     def claim_resources(self, context, instance, node, limits, request_spec,

@@ -4,7 +4,7 @@ Version history:
 
 * 1.0 - claim_resources, abort_claim, allocate_networks,
   deallocate_networks, prep_block_devices, cleanup_block_devices, spawn,
-  destroy_guest, finish_build, ping
+  destroy_guest, finish_build
 
 Every host-side call carries ``job = {'flow_id', 'atom', 'token'}``: the
 idempotency key (a repeated call after a resume gets the recorded result)
@@ -20,6 +20,11 @@ from nova.objects import base as objects_base
 from nova import rpc
 
 CONF = nova.conf.CONF
+
+#: module of the errors host-side steps raise; a transport only rebuilds
+#: exceptions of modules allowed when it is created (``nova.rpc.init``), so
+#: the nova-orc binaries add it before Nova parses its configuration
+EXCEPTION_MODULE = 'nova.orc.exception'
 
 NAMESPACE = 'orc'
 VERSION = '1.0'
@@ -41,20 +46,12 @@ class OrcComputeAPI:
             target, version_cap=VERSION,
             serializer=objects_base.NovaObjectSerializer())
 
-    def _call(self, ctxt, host, method, long=False, timeout=None, **kwargs):
+    def _call(self, ctxt, host, method, long=False, **kwargs):
         options = {'server': host, 'version': VERSION}
         if long:
             options['timeout'] = CONF.long_rpc_timeout
             options['call_monitor_timeout'] = CONF.rpc_response_timeout
-        elif timeout:
-            options['timeout'] = timeout
         return self.client.prepare(**options).call(ctxt, method, **kwargs)
-
-    def ping(self, ctxt, host, timeout=None):
-        """Returns the endpoint version string; raises
-        ``oslo_messaging.UnsupportedVersion`` (or a timeout) on a stock
-        nova-compute without the orc endpoint."""
-        return self._call(ctxt, host, 'ping', timeout=timeout)
 
     def claim_resources(self, ctxt, host, instance, node, limits,
                         request_spec, job):
