@@ -52,11 +52,9 @@ class InstanceActionListener(tf_listeners.Listener):
         the instance action)
     :param instance_uuid: str
     :param host: str recorded as the events' host (the conductor)
-    :param cell_uuid: the instance's cell if already known (resumed flow)
     """
 
-    def __init__(self, engine, context, instance_uuid, host,
-                 cell_uuid=None):
+    def __init__(self, engine, context, instance_uuid, host):
         super().__init__(engine,
                          task_listen_for=tf_listeners.DEFAULT_LISTEN_FOR,
                          flow_listen_for=(),
@@ -64,7 +62,7 @@ class InstanceActionListener(tf_listeners.Listener):
         self.context = context
         self.instance_uuid = instance_uuid
         self.host = host
-        self.cell_uuid = cell_uuid
+        self.cell_uuid = None
         self.attempt = 1
         self._pending = []
         self._started = set()
@@ -79,13 +77,11 @@ class InstanceActionListener(tf_listeners.Listener):
     def _task_receiver(self, state, details):
         name = details.get('task_name')
         if state in _START_STATES:
-            if state == states.RUNNING and name in FLUSH_BEFORE:
-                # a long step: show what happened so far, and that it runs
-                self._record('start', self._event(name, ''), None)
-                self.flush()
-                return
             self._record('start', self._event(name, _START_STATES[state]),
                          None)
+            if state == states.RUNNING and name in FLUSH_BEFORE:
+                # a long step: show what happened so far, and that it runs
+                self.flush()
         elif state in _END_STATES:
             result = details.get('result')
             failure = result if isinstance(result, tf_failure.Failure) \
@@ -139,16 +135,9 @@ class InstanceActionListener(tf_listeners.Listener):
                         instance_uuid=self.instance_uuid)
 
     def _write(self, cctxt, records):
-        started = {}
-        order = []
+        started = {e: when for k, e, when, _f in records if k == 'start'}
+        finished = {e for k, e, _w, _f in records if k == 'finish'}
         for kind, event, when, failure in records:
-            if kind == 'start':
-                started[event] = when
-                order.append(('start', event, when, None))
-            else:
-                order.append(('finish', event, when, failure))
-        finished = {e for k, e, _w, _f in order if k == 'finish'}
-        for kind, event, when, failure in order:
             if kind == 'start':
                 if event in finished:
                     continue  # written with its finish below

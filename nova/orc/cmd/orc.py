@@ -23,7 +23,6 @@ warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 from oslo_serialization import jsonutils
 import prettytable
 from taskflow import engines as tf_engines
-from taskflow.types import failure as tf_failure
 
 import nova.conf
 from nova import config
@@ -32,6 +31,7 @@ from nova.orc import conf as orc_conf
 from nova.orc import coordination
 from nova.orc import exception as orc_exc
 from nova.orc import flows
+from nova.orc.flows import names
 from nova.orc.persistence import backend as journal
 from nova.orc.persistence import migration
 
@@ -85,11 +85,12 @@ def find_flow(conn, ref):
 
     :raises nova.orc.exception.JournalNotFound:
     """
-    flows_ = conn.list_flows()
-    for flow in flows_:
-        if ref in (flow['uuid'], flow['instance_uuid']):
-            return flow
-    for flow in flows_:
+    found = (conn.list_flows(flow_uuid=ref, limit=1) or
+             conn.list_flows(instance_uuid=ref, limit=1))
+    if found:
+        return found[0]
+    # a server name lives only in the flow meta: read the flows, newest first
+    for flow in conn.list_flows():
         if flow['meta'].get('display_name') == ref:
             return flow
     raise orc_exc.JournalNotFound(ref=ref)
@@ -99,9 +100,10 @@ def _host_of(detail, results_by_name):
     results = detail.results
     if isinstance(results, dict) and results.get('host'):
         return results['host']
-    claim = results_by_name.get('claim_host')
+    claim = results_by_name.get(names.CLAIM_HOST)
     if isinstance(claim, dict) and detail.name in (
-            'networks', 'block_devices', 'spawn', 'finalize'):
+            names.NETWORKS, names.BLOCK_DEVICES_TASK, names.SPAWN,
+            names.FINALIZE):
         return claim.get('host')
     return ''
 

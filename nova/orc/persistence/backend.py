@@ -24,6 +24,7 @@ persistently; secrets (auth token, admin password, injected files) are
 injected transiently by :mod:`nova.orc.engine` and never reach this module.
 """
 
+import functools
 import threading
 import time
 
@@ -55,14 +56,16 @@ _own_facades = {}
 _own_facades_lock = threading.Lock()
 
 
-def get_engine():
+def get_engine(url=None):
     """The SQLAlchemy engine of the journal database.
 
-    ``[orc] connection`` unset: Nova's API database engine (looked up on
-    every call, so test fixtures that swap Nova's engine facade are
-    followed). Set: one engine facade per URL for the process.
+    :param url: the journal URL; None reads ``[orc] connection``
+    No URL: Nova's API database engine (looked up on every call, so test
+    fixtures that swap Nova's engine facade are followed). A URL: one
+    engine facade per URL for the process.
     """
-    url = CONF.orc.connection
+    if url is None:
+        url = CONF.orc.connection
     if not url:
         return api_db_api.get_engine()
     with _own_facades_lock:
@@ -106,6 +109,9 @@ STATS = JournalStats()
 
 
 def _measured(fn):
+    """Count ``fn`` in :data:`STATS` and turn SQLAlchemy errors into
+    TaskFlow's ``StorageFailure`` (what its storage layer retries)."""
+    @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         t0, c0 = time.perf_counter(), time.thread_time()
         try:
@@ -114,8 +120,6 @@ def _measured(fn):
             raise tf_exc.StorageFailure('nova-orc journal: %s' % e, e)
         finally:
             STATS.add(time.perf_counter() - t0, time.thread_time() - c0)
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
     return wrapper
 
 
@@ -211,6 +215,9 @@ class JournalBackend(base.Backend):
 
     def __init__(self, conf=None, deferred=()):
         super().__init__(conf or {})
+        # read once: the journal's hot path must not look options up
+        self.url = CONF.orc.connection or ''
+
         self.deferred = frozenset(deferred)
         self._running_since = {}
         self._pending = {}
@@ -274,6 +281,9 @@ class JournalConnection(base.Connection):
     def backend(self):
         return self._backend
 
+    def _engine(self):
+        return get_engine(self._backend.url)
+
     def close(self):
         pass
 
@@ -283,12 +293,12 @@ class JournalConnection(base.Connection):
 
     @_measured
     def validate(self):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             conn.execute(sa.select(tables.logbooks.c.uuid).limit(1))
 
     @_measured
     def clear_all(self):
-        with get_engine().begin() as conn:
+        with self._engine().begin() as conn:
             for table in (tables.atom_details, tables.flow_details,
                           tables.logbooks):
                 conn.execute(table.delete())
@@ -297,12 +307,10 @@ class JournalConnection(base.Connection):
 
     # ------------------------------------------------------------- writes
     @staticmethod
-    def _upsert(conn, stmts, params, update='update', insert='insert',
-                known=False):
+    def _upsert(conn, stmts, params):
         """One UPDATE; an INSERT when the row does not exist yet."""
-        result = conn.execute(stmts[update], params)
-        if not known and result.rowcount == 0:
-            conn.execute(stmts[insert], params)
+        if conn.execute(stmts['update'], params).rowcount == 0:
+            conn.execute(stmts['insert'], params)
 
     def _atom_changed(self, ad):
         """``(data, last written)`` of the atom, or None when nothing the
@@ -413,7 +421,7 @@ class JournalConnection(base.Connection):
         if deferred and flow_uuid is not None:
             backend._defer(flow_uuid, write)
             return ad
-        with get_engine().begin() as conn:
+        with self._engine().begin() as conn:
             if flow_uuid is not None:
                 self._flush(conn, flow_uuid)
             self._write_atom(conn, flow_uuid, write)
@@ -423,7 +431,7 @@ class JournalConnection(base.Connection):
     def update_flow_details(self, flow_detail):
         """Persist a flow detail, its deferred atom writes and the atom
         details new to the journal, in one transaction."""
-        with get_engine().begin() as conn:
+        with self._engine().begin() as conn:
             self._flush(conn, flow_detail.uuid)
             self._save_flow(conn, flow_detail)
         return flow_detail
@@ -431,7 +439,7 @@ class JournalConnection(base.Connection):
     @_measured
     def save_logbook(self, book):
         """Persist a logbook with its flow details and their atoms."""
-        with get_engine().begin() as conn:
+        with self._engine().begin() as conn:
             self._upsert(conn, _LOGBOOK, {
                 'b_uuid': book.uuid, 'b_name': book.name,
                 'b_data': jsonutils.dumps(book.to_dict(marshal_time=True)),
@@ -443,7 +451,7 @@ class JournalConnection(base.Connection):
 
     @_measured
     def destroy_logbook(self, book_uuid):
-        with get_engine().begin() as conn:
+        with self._engine().begin() as conn:
             flows = [r.uuid for r in conn.execute(
                 sa.select(tables.flow_details.c.uuid).where(
                     tables.flow_details.c.logbook_uuid == book_uuid))]
@@ -460,7 +468,7 @@ class JournalConnection(base.Connection):
     # -------------------------------------------------------------- reads
     @_measured
     def get_logbook(self, book_uuid, lazy=False):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             row = conn.execute(sa.select(tables.logbooks).where(
                 tables.logbooks.c.uuid == book_uuid)).first()
             if row is None:
@@ -473,7 +481,7 @@ class JournalConnection(base.Connection):
         return book
 
     def get_logbooks(self, lazy=False):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             uuids = [r.uuid for r in conn.execute(
                 sa.select(tables.logbooks.c.uuid).order_by(
                     tables.logbooks.c.created_at))]
@@ -491,13 +499,14 @@ class JournalConnection(base.Connection):
                     fd.add(ad)
             yield fd
 
+    @_measured
     def get_flows_for_book(self, book_uuid, lazy=False):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             return list(self._flows_for_book(conn, book_uuid, lazy))
 
     @_measured
     def get_flow_details(self, fd_uuid, lazy=False):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             row = conn.execute(sa.select(tables.flow_details).where(
                 tables.flow_details.c.uuid == fd_uuid)).first()
             if row is None:
@@ -516,37 +525,43 @@ class JournalConnection(base.Connection):
             cls = models.atom_detail_class(row.atom_type)
             yield _loads(cls, row.data)
 
+    @_measured
     def get_atoms_for_flow(self, fd_uuid):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             return list(self._atoms_for_flow(conn, fd_uuid))
 
+    @_measured
     def get_atom_details(self, ad_uuid):
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             row = conn.execute(sa.select(tables.atom_details).where(
                 tables.atom_details.c.uuid == ad_uuid)).first()
         if row is None:
             raise tf_exc.NotFound('No atom detail %s' % ad_uuid)
         return _loads(models.atom_detail_class(row.atom_type), row.data)
 
+    @_measured
     def flow_state(self, fd_uuid):
         """The journaled state of flow ``fd_uuid``, or None if unknown."""
         fd = tables.flow_details
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             row = conn.execute(sa.select(fd.c.state).where(
                 fd.c.uuid == fd_uuid)).first()
         return row.state if row else None
 
     # ------------------------------------------- queries for the operator
-    def list_flows(self, instance_uuid=None, limit=None):
+    def list_flows(self, instance_uuid=None, flow_uuid=None, limit=None):
         """Flow rows (newest first) as dicts: uuid, logbook_uuid, name,
-        state, instance_uuid, meta, created_at, updated_at."""
+        state, instance_uuid, meta, created_at, updated_at; optionally only
+        those of one instance or the one flow."""
         fd = tables.flow_details
         query = sa.select(fd).order_by(fd.c.created_at.desc())
         if instance_uuid:
             query = query.where(fd.c.instance_uuid == instance_uuid)
+        if flow_uuid:
+            query = query.where(fd.c.uuid == flow_uuid)
         if limit:
             query = query.limit(limit)
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             rows = conn.execute(query).all()
         flows = []
         for row in rows:
@@ -563,7 +578,7 @@ class JournalConnection(base.Connection):
         """Atom rows of a flow, in creation order, as dicts with the atom
         detail (``detail``), ``atom_type``, ``started_at``, ``finished_at``."""
         ad = tables.atom_details
-        with get_engine().connect() as conn:
+        with self._engine().connect() as conn:
             rows = conn.execute(sa.select(ad).where(
                 ad.c.flow_uuid == fd_uuid).order_by(ad.c.created_at)).all()
         return [{'detail': _loads(models.atom_detail_class(r.atom_type),

@@ -19,7 +19,6 @@ from nova import exception
 from nova import notifications
 from nova import objects
 from nova.orc import exception as orc_exc
-from nova.orc.flows import names
 from nova.orc.tasks import base
 
 LOG = logging.getLogger(__name__)
@@ -32,6 +31,15 @@ NOT_RESCHEDULED = (exception.BuildAbortException,
                    orc_exc.BuildRequestGone,
                    orc_exc.StaleFencingToken,
                    orc_exc.ResourceLocked)
+
+
+def _instance_mapping(context, instance_uuid):
+    """The instance's ``InstanceMapping``, or None once it is gone."""
+    try:
+        return objects.InstanceMapping.get_by_instance_uuid(
+            context, instance_uuid)
+    except exception.InstanceMappingNotFound:
+        return None
 
 
 def _request_spec(primitive, context):
@@ -66,12 +74,8 @@ class BuryInCell0OnFailure(base.OrcTask):
 
     def revert(self, context, instance_uuid, request_spec,
                block_device_mapping, tags, flow_failures=None, **kwargs):
-        try:
-            mapping = objects.InstanceMapping.get_by_instance_uuid(
-                context, instance_uuid)
-        except exception.InstanceMappingNotFound:
-            return
-        if mapping.cell_mapping is not None:
+        mapping = _instance_mapping(context, instance_uuid)
+        if mapping is None or mapping.cell_mapping is not None:
             return
         exc = base.flow_failure(None, flow_failures)
         try:
@@ -178,12 +182,8 @@ class CreateRecord(base.OrcTask):
             # cleanup already put it in ERROR) or the build request is gone
             return
         exc = base.flow_failure(result, flow_failures)
-        try:
-            mapping = objects.InstanceMapping.get_by_instance_uuid(
-                context, instance_uuid)
-        except exception.InstanceMappingNotFound:
-            return
-        if mapping.cell_mapping is None:
+        mapping = _instance_mapping(context, instance_uuid)
+        if mapping is None or mapping.cell_mapping is None:
             # not created in a cell (or created and never mapped: the
             # quota recheck path already finished it): BuryInCell0OnFailure
             return

@@ -2,7 +2,6 @@
 
 from oslo_log import log as logging
 
-from nova.orc.flows import names
 from nova.orc.tasks import base
 
 LOG = logging.getLogger(__name__)

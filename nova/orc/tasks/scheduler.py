@@ -7,16 +7,11 @@ from taskflow.types import failure as tf_failure
 
 from nova import exception
 from nova import objects
-from nova.orc.flows import names
 from nova.orc.tasks import base
 from nova.orc.tasks import instance as instance_tasks
 from nova.scheduler import utils as scheduler_utils
 
 LOG = logging.getLogger(__name__)
-
-
-def _spec(primitive, context):
-    return base.hydrate(objects.RequestSpec, primitive, context)
 
 
 class Schedule(base.OrcTask):
@@ -39,7 +34,7 @@ class Schedule(base.OrcTask):
                 preselected_hosts):
         if preselected_hosts:
             return preselected_hosts
-        spec = _spec(request_spec, context)
+        spec = base.hydrate(objects.RequestSpec, request_spec, context)
         host_lists = self.manager._schedule_instances(
             context, spec, [instance_uuid], return_alternates=True)
         return [s.obj_to_primitive() for s in host_lists[0]]
@@ -96,7 +91,7 @@ class ClaimAllocation(base.OrcTask):
 
     def execute(self, context, instance_uuid, selection, request_spec):
         sel = base.hydrate(objects.Selection, selection, context)
-        spec = _spec(request_spec, context)
+        spec = base.hydrate(objects.RequestSpec, request_spec, context)
         client = self.manager.report_client
         allocs = client.get_allocs_for_consumer(
             context, instance_uuid).get('allocations') or {}

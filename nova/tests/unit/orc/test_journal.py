@@ -99,14 +99,10 @@ class _JournalTests:
                 for row in c.execute(sa.select(table.c.data)):
                     self.assertNotIn('s3cr3t', row.data)
         # and the logbook reads back whole through TaskFlow's API
-        loaded = conn.get_logbook(book.uuid)
-        loaded_fd = loaded.find(fd.uuid)
+        loaded_fd = conn.get_logbook(book.uuid).find(fd.uuid)
         self.assertEqual('SUCCESS', loaded_fd.state)
-        self.assertEqual(
-            {'step': 'step3', 'value': 42},
-            loaded_fd.find(loaded_fd.meta and
-                           [a.uuid for a in loaded_fd
-                            if a.name == 'step3'][0]).results)
+        [step3] = [a for a in loaded_fd if a.name == 'step3']
+        self.assertEqual({'step': 'step3', 'value': 42}, step3.results)
 
     def test_deferred_atom_states_ride_with_the_next_write(self):
         self.backend = journal.JournalBackend(deferred={'step2'})
