@@ -10,8 +10,10 @@ on each persistence backend, for each database:
 * ``memory``: TaskFlow's in-memory backend (no database: the floor).
 
 Printed per database: median CPU and wall ms per flow (process CPU time,
-so only this process's work; the database server's is not counted), and
-the ratio orc / taskflow-sql. Databases: a sqlite file in a temporary
+so only this process's work; the database server's is not counted), the
+ratio orc / taskflow-sql, and the journal's own CPU per boot: the median
+of orc minus memory over flows run side by side. Backends take turns flow
+by flow so that the machine's noise hits all three alike. Databases: a sqlite file in a temporary
 folder, and PostgreSQL / MySQL when a URL answers (throw-away databases
 are created and dropped).
 
@@ -132,22 +134,32 @@ def throwaway_database(server_url):
 def bench_database(label, url, flows):
     CONF.set_override('connection', url, group='orc')
     migration.db_sync()
-    results = {}
     orc_backend = journal.JournalBackend(deferred=boot.QUICK_ATOMS)
     tf_backend = tf_backends.fetch({'connection': url})
     with contextlib.closing(tf_backend.get_connection()) as conn:
         conn.upgrade()
     memory = tf_backends.fetch({'connection': 'memory://'})
-    for name, backend in (('orc', orc_backend), ('taskflow-sql', tf_backend),
-                          ('memory', memory)):
+    backends = (('orc', orc_backend), ('taskflow-sql', tf_backend),
+                ('memory', memory))
+    for _name, backend in backends:
         run_flows(backend, 2)  # warm-up: imports, statement caches
-        cpu, wall = run_flows(backend, flows)
-        results[name] = (statistics.median(cpu), statistics.median(wall))
+    # one flow per backend in turn, so that machine noise hits all three
+    samples = {name: ([], []) for name, _backend in backends}
+    for _ in range(flows):
+        for name, backend in backends:
+            cpu, wall = run_flows(backend, 1)
+            samples[name][0].extend(cpu)
+            samples[name][1].extend(wall)
+    results = {name: (statistics.median(cpu), statistics.median(wall))
+               for name, (cpu, wall) in samples.items()}
     tf_backend.close()
     print('%-11s %-13s %9s %9s' % (label, 'backend', 'CPU ms', 'wall ms'))
     for name, (cpu, wall) in results.items():
         print('%-11s %-13s %9.1f %9.1f' % ('', name, cpu, wall))
-    journal_cpu = results['orc'][0] - results['memory'][0]
+    # the journal's own cost: orc minus memory, flow by flow (neighbours in
+    # time), then the median
+    journal_cpu = statistics.median(
+        o - m for o, m in zip(samples['orc'][0], samples['memory'][0]))
     print('%-11s orc/taskflow-sql CPU ratio %.3f; journal CPU per boot '
           '(orc - memory) %.1f ms' % (
               '', results['orc'][0] / results['taskflow-sql'][0],
