@@ -1,0 +1,70 @@
+"""Fake virt drivers whose spawn takes a while: for tests and the all-in-one.
+
+Not for production. They are Nova's own fake drivers (``nova.virt.fake``)
+with a ``spawn`` that first sleeps ``[orc_fake] spawn_delay`` seconds, so
+that a delete (or anything else) can land while a guest is being created,
+as it does on a real hypervisor.
+
+Nova loads a driver from ``[DEFAULT] compute_driver`` relative to
+``nova.virt``, which is why this module lives in ``nova/virt/`` (installed
+into Nova's package like ``nova/orc/``, the pattern out-of-tree drivers such
+as nova-lxd use) rather than under ``nova/orc/`` or ``nova/tests/``. It only
+imports what ``nova.virt.fake`` imports, so any compute that can run
+``fake.FakeDriver`` can run these. Enable in ``nova.conf``::
+
+    [DEFAULT]
+    compute_driver = orc_fake.SlowSpawnDriverWithoutFakeNodes
+    [orc_fake]
+    spawn_delay = 10
+
+``SlowSpawnDriverWithoutFakeNodes`` (``fake.FakeDriverWithoutFakeNodes``:
+stable node identity, the all-in-one's driver) suits a real deployment;
+``SlowSpawnDriver`` (``fake.FakeDriver``: node named after the host) suits
+Nova's functional harness. ``spawn_delay`` is read at each spawn, so a test
+can change it with ``self.flags(spawn_delay=..., group='orc_fake')``.
+"""
+
+import time
+
+from oslo_config import cfg
+from oslo_log import log as logging
+
+import nova.conf
+from nova.virt import fake
+
+CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
+
+orc_fake_opts = [
+    cfg.FloatOpt(
+        'spawn_delay',
+        default=0.0,
+        min=0.0,
+        help='Seconds the orc_fake drivers sleep at the start of each spawn '
+             '(before the guest exists on the fake hypervisor). 0: spawn at '
+             'once, like fake.FakeDriver.'),
+]
+CONF.register_opts(orc_fake_opts, group='orc_fake')
+
+
+class _SlowSpawnMixin:
+    def spawn(self, context, instance, *args, **kwargs):
+        """Sleep ``[orc_fake] spawn_delay`` seconds (green under eventlet),
+        then ``FakeDriver.spawn`` (the guest appears at the end)."""
+        delay = CONF.orc_fake.spawn_delay
+        if delay:
+            LOG.info('Spawning slowly: %.1f s', delay, instance=instance)
+            time.sleep(delay)
+        return super().spawn(context, instance, *args, **kwargs)
+
+
+class SlowSpawnDriver(_SlowSpawnMixin, fake.FakeDriver):
+    """``fake.FakeDriver`` whose spawn takes ``[orc_fake] spawn_delay``
+    seconds (functional harness: one fake node named after the host)."""
+
+
+class SlowSpawnDriverWithoutFakeNodes(_SlowSpawnMixin,
+                                      fake.FakeDriverWithoutFakeNodes):
+    """``fake.FakeDriverWithoutFakeNodes`` whose spawn takes
+    ``[orc_fake] spawn_delay`` seconds (all-in-one: stable node identity,
+    so the compute can restart)."""
