@@ -9,14 +9,35 @@ stock ``ComputeManager._do_build_and_run_instance`` /
 the stock manager's own methods, so the instance, notifications, resource
 tracker and instance-action records are what stock produces.
 
-Steps are idempotent, keyed by ``job = {'flow_id', 'atom', 'token'}``: a
-repeated forward call (a resumed flow) returns the recorded result, and
-``spawn`` also probes the hypervisor so that a guest is never created twice.
-``token`` fences conductors that lost their job: a call with a token lower
-than the highest seen for the instance is refused.
+Every step and every undo runs through :func:`host_step`, the one place
+that:
+
+* takes stock's per-instance lock (``utils.synchronized(instance.uuid)``,
+  the lock ``build_and_run_instance`` builds under and
+  ``terminate_instance`` deletes under), so a delete sent to the host waits
+  for the step in progress and then removes what it made; spawn also runs
+  under the manager's build semaphore (``[DEFAULT] max_concurrent_builds``),
+  as stock's build does;
+* checks the fencing token ``job['token']``: a call (forward or undo) with
+  a token lower than the highest seen for the instance is refused with
+  :class:`~nova.orc.exception.StaleFencingToken`;
+* keeps steps idempotent, keyed by ``job = {'flow_id', 'atom', 'token'}``: a
+  repeated forward call (a resumed flow) returns the recorded result
+  (``spawn`` also probes the hypervisor, so a guest is never created twice);
+  an undo forgets the record;
+* handles a delete racing the build, as stock's build does: a forward step
+  that finds its instance deleted or being deleted does nothing and raises
+  ``InstanceNotFound`` / ``UnexpectedDeletingTaskStateError`` (the
+  conductor does not reschedule on them); one that finds it so after doing
+  its work undoes that work first; an undo that finds it so leaves the
+  clean-up to the delete. These exceptions and a stale token are expected
+  RPC outcomes (no ERROR traceback in the compute log).
 """
 
 import collections
+import contextlib
+import functools
+import inspect
 import threading
 
 from oslo_log import log as logging
@@ -33,6 +54,7 @@ from nova import objects
 from nova.objects import fields
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
+from nova import utils
 from nova.virt import driver as virt_driver
 
 LOG = logging.getLogger(__name__)
@@ -51,6 +73,93 @@ SPAWN_ABORTS = (exception.FlavorDiskTooSmall, exception.FlavorMemoryTooSmall,
 #: recorded step results (and fencing tokens) kept per compute host
 MAX_RECORDED_STEPS = 4096
 
+#: stock's "the instance was deleted during its build" exceptions: stock's
+#: build stops quietly on them, the conductor does not reschedule on them
+#: (``nova.orc.tasks.instance.NOT_RESCHEDULED``)
+INSTANCE_DELETED = (exception.InstanceNotFound,
+                    exception.UnexpectedDeletingTaskStateError)
+
+FORWARD = 'forward'
+UNDO = 'undo'
+
+
+def _deleted(context, instance):
+    """The stock exception saying that ``instance`` is deleted or being
+    deleted (``task_state`` DELETING), read from the database; None when it
+    is neither.
+
+    :param instance: ``Instance`` as the conductor sent it
+    :returns: an ``InstanceNotFound`` or ``UnexpectedDeletingTaskStateError``
+        instance (not raised), or None
+    """
+    try:
+        current = objects.Instance.get_by_uuid(context, instance.uuid,
+                                               expected_attrs=[])
+    except exception.InstanceNotFound as e:
+        return e
+    if current.task_state == task_states.DELETING:
+        return exception.UnexpectedDeletingTaskStateError(
+            instance_uuid=instance.uuid,
+            expected={'task_state': instance.task_state},
+            actual={'task_state': current.task_state})
+    return None
+
+
+def host_step(kind, undo=None, build=False):
+    """Decorator of every :class:`OrcComputeEndpoint` RPC method.
+
+    The decorated method is called as ``method(context, instance, ...,
+    job)`` (oslo.messaging passes keywords) and runs, in this order:
+
+    1. under stock's per-instance lock: ``utils.synchronized(instance.uuid)``
+       exactly as ``ComputeManager.build_and_run_instance`` and
+       ``terminate_instance`` take it (same name, same process-wide
+       semaphore), so the step and a delete on this host never overlap;
+    2. fencing: ``job['token']`` lower than the highest token seen for the
+       instance raises :class:`~nova.orc.exception.StaleFencingToken`,
+       for forward and undo calls alike; otherwise it becomes the highest;
+    3. forward steps (``kind`` :data:`FORWARD`): an instance deleted or
+       being deleted raises ``InstanceNotFound`` /
+       ``UnexpectedDeletingTaskStateError`` without doing anything; a
+       recorded result for ``(job['flow_id'], job['atom'])`` is returned
+       as is; otherwise the method runs (``build``: under the manager's
+       ``_build_semaphore``, as stock's build) and its result is recorded.
+       If the method raised one of those two exceptions, or the instance is
+       deleted or being deleted once it returned, ``undo`` runs and the
+       exception is raised (nothing recorded);
+    4. undo steps (``kind`` :data:`UNDO`): the record of the forward step
+       is forgotten; an instance deleted or being deleted is left to its
+       delete (stock ``terminate_instance`` removes guest, ports,
+       attachments and claim under this lock; touching the instance now
+       would, e.g., clear the host that delete needs); otherwise the method
+       runs.
+
+    Deletion and stale-token outcomes are logged here (info, warning) and
+    marked as expected exceptions, so the RPC server does not log them as
+    errors.
+
+    :param kind: :data:`FORWARD` or :data:`UNDO`
+    :param undo: forward steps: name of the endpoint method that undoes the
+        step's work, called as ``undo(context, instance, **arguments)``
+        with the step's other arguments; None: nothing to undo
+    :param build: run the method under ``manager._build_semaphore``
+    """
+    def decorator(fn):
+        signature = inspect.signature(fn)
+
+        def wrapper(self, *args, **kwargs):
+            arguments = signature.bind(self, *args, **kwargs).arguments
+            instance = arguments['instance']
+
+            @utils.synchronized(instance.uuid)
+            def locked():
+                return self._run_step(fn, kind, undo, build, arguments)
+            return locked()
+
+        return functools.wraps(fn)(messaging.expected_exceptions(
+            orc_exc.StaleFencingToken, *INSTANCE_DELETED)(wrapper))
+    return decorator
+
 
 class OrcComputeEndpoint:
     """RPC endpoint ``orc`` 1.0 of a compute host: boot steps of a flow.
@@ -67,18 +176,25 @@ class OrcComputeEndpoint:
         self._recorded = collections.OrderedDict()
         self._tokens = collections.OrderedDict()
 
-    # ----------------------------------------------------- idempotency
-    def _check(self, instance_uuid, job):
+    # --------------------------------------- fencing, idempotency, deletes
+    def _check_token(self, instance, job):
         token = int(job.get('token') or 0)
         with self._lock:
-            latest = self._tokens.get(instance_uuid, 0)
+            latest = self._tokens.get(instance.uuid, 0)
             if token < latest:
+                LOG.warning('Refusing a call with fencing token %d (latest '
+                            '%d) from flow %s: its conductor lost the job',
+                            token, latest, job.get('flow_id'),
+                            instance=instance)
                 raise orc_exc.StaleFencingToken(
-                    instance_uuid=instance_uuid, token=token, latest=latest)
-            self._tokens[instance_uuid] = token
-            self._tokens.move_to_end(instance_uuid)
+                    instance_uuid=instance.uuid, token=token, latest=latest)
+            self._tokens[instance.uuid] = token
+            self._tokens.move_to_end(instance.uuid)
             while len(self._tokens) > MAX_RECORDED_STEPS:
                 self._tokens.popitem(last=False)
+
+    def _recorded_result(self, job):
+        with self._lock:
             return self._recorded.get((job['flow_id'], job['atom']))
 
     def _record(self, job, result):
@@ -92,7 +208,56 @@ class OrcComputeEndpoint:
         with self._lock:
             self._recorded.pop((job['flow_id'], job['atom']), None)
 
+    def _run_step(self, fn, kind, undo, build, arguments):
+        """Body of :func:`host_step`, under the instance lock."""
+        step = fn.__name__
+        context = arguments['context']
+        instance = arguments['instance']
+        job = arguments['job']
+        self._check_token(instance, job)
+        if kind == UNDO:
+            self._forget(job)
+            if _deleted(context, instance) is not None:
+                LOG.info('%s: instance deleted or being deleted; its delete '
+                         'cleans up, nothing to undo here', step,
+                         instance=instance)
+                return None
+            return fn(**arguments)
+
+        gone = _deleted(context, instance)
+        if gone is not None:
+            LOG.info('%s: instance deleted or being deleted; nothing done',
+                     step, instance=instance)
+            raise gone
+        done = self._recorded_result(job)
+        if done is not None:
+            return done
+        semaphore = (self.manager._build_semaphore if build
+                     else contextlib.nullcontext())
+        try:
+            with semaphore:
+                result = fn(**arguments)
+        except INSTANCE_DELETED as e:
+            gone = e
+        else:
+            gone = _deleted(context, instance)
+            if gone is None:
+                return self._record(job, result)
+        LOG.info('%s: instance deleted or being deleted during the step; '
+                 '%s', step, 'undoing what it did' if undo else
+                 'its delete removes the rest', instance=instance)
+        if undo is not None:
+            others = {k: v for k, v in arguments.items()
+                      if k not in ('self', 'context', 'instance', 'job')}
+            try:
+                getattr(self, undo)(context, instance, **others)
+            except Exception:
+                LOG.exception('%s: could not undo the step of a deleted '
+                              'instance', step, instance=instance)
+        raise gone
+
     # ------------------------------------------------------------ claim
+    @host_step(FORWARD, undo='_drop_claim')
     def claim_resources(self, context, instance, node, limits, request_spec,
                         job):
         """Resource-tracker claim for the build (stock
@@ -101,11 +266,10 @@ class OrcComputeEndpoint:
 
         :returns: ``{'host', 'node'}``
         :raises ComputeResourcesUnavailable: the node cannot fit it
-            (reschedulable); ``BuildAbortException``: request unsupported
+            (reschedulable); ``BuildAbortException``: request unsupported;
+            ``InstanceNotFound`` / ``UnexpectedDeletingTaskStateError``:
+            deleted meanwhile (see :func:`host_step`)
         """
-        done = self._check(instance.uuid, job)
-        if done is not None:
-            return done
         mgr = self.manager
         instance.vm_state = vm_states.BUILDING
         instance.task_state = None
@@ -146,14 +310,22 @@ class OrcComputeEndpoint:
         mgr.rt.instance_claim(context, instance, node, allocs, limits)
         hints = mgr._get_scheduler_hints({}, request_spec)
         mgr._validate_instance_group_policy(context, instance, hints)
-        return self._record(job, {'host': mgr.host, 'node': node})
+        return {'host': mgr.host, 'node': node}
 
+    def _drop_claim(self, context, instance, node, **kwargs):
+        # the claim of an instance deleted during claim_resources: drop its
+        # usage as stock's delete does (_complete_deletion ->
+        # _update_resource_tracker); the host stays set on the record, which
+        # a delete queued behind this step needs (Instance.destroy checks it)
+        instance.vm_state = vm_states.DELETED
+        self.manager._update_resource_tracker(context, instance)
+
+    @host_step(UNDO)
     def abort_claim(self, context, instance, node, reason, job):
         """Undo :meth:`claim_resources` (stock reschedule clean-up):
         drop the claim, count a failed build on the node, ``create.error``
         notifications, finish the build event with the error, clear host
         and node, task state back to SCHEDULING."""
-        self._forget(job)
         mgr = self.manager
         if instance.host == mgr.host:
             mgr.rt.abort_instance_claim(context, instance, node)
@@ -183,6 +355,7 @@ class OrcComputeEndpoint:
             pass
 
     # --------------------------------------------------------- networks
+    @host_step(FORWARD, undo='_deallocate_networks')
     def allocate_networks(self, context, instance, requested_networks,
                           security_groups, provider_mapping, job):
         """Allocate and bind ports (stock ``_allocate_network`` and
@@ -190,11 +363,10 @@ class OrcComputeEndpoint:
 
         :returns: network info JSON
         :raises BuildAbortException: allocation failed (stock does not
-            reschedule network failures)
+            reschedule network failures); ``InstanceNotFound`` /
+            ``UnexpectedDeletingTaskStateError``: deleted meanwhile (its
+            ports are deallocated first)
         """
-        done = self._check(instance.uuid, job)
-        if done is not None:
-            return done
         mgr = self.manager
         instance.vm_state = vm_states.BUILDING
         instance.task_state = task_states.NETWORKING
@@ -215,27 +387,35 @@ class OrcComputeEndpoint:
                          'rescheduling: %s') % e)
         # no save here (stock saves the instance at the next task state,
         # so that no extra instance.update notification goes out)
-        return self._record(job, nw_info.json())
+        return nw_info.json()
 
+    def _deallocate_networks(self, context, instance, requested_networks,
+                             **kwargs):
+        # ports of an instance deleted during allocate_networks (no guest
+        # yet, so no VIF to unplug): stock _deallocate_network deletes the
+        # ports nova created and unbinds the others, found by device id
+        self.manager._deallocate_network(context, instance,
+                                         requested_networks)
+
+    @host_step(UNDO)
     def deallocate_networks(self, context, instance, requested_networks,
                             job):
         """Unplug VIFs and deallocate ports (stock
         ``_cleanup_allocated_networks``)."""
-        self._forget(job)
         self.manager._cleanup_allocated_networks(
             context, instance, requested_networks)
 
     # ---------------------------------------------------- block devices
+    @host_step(FORWARD, undo='_delete_attachments')
     def prep_block_devices(self, context, instance, image, job):
         """Attach volumes (stock ``_build_resources`` block-device part
         and ``_prep_block_device``).
 
         :returns: list of attached volume ids
-        :raises BuildAbortException: stock's non-reschedulable BDM errors
+        :raises BuildAbortException: stock's non-reschedulable BDM errors;
+            ``InstanceNotFound`` / ``UnexpectedDeletingTaskStateError``:
+            deleted meanwhile (its attachments are deleted first)
         """
-        done = self._check(instance.uuid, job)
-        if done is not None:
-            return done
         mgr = self.manager
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
             context, instance.uuid)
@@ -261,13 +441,15 @@ class OrcComputeEndpoint:
             raise exception.BuildAbortException(
                 instance_uuid=instance.uuid,
                 reason=_('Failure prepping block device.'))
-        return self._record(job, [bdm.volume_id for bdm in bdms
-                                  if bdm.is_volume])
+        return [bdm.volume_id for bdm in bdms if bdm.is_volume]
 
+    @host_step(UNDO)
     def cleanup_block_devices(self, context, instance, job):
         """Delete this host's volume attachments (the volume part of stock
         ``_shutdown_instance``); missing ones are ignored."""
-        self._forget(job)
+        self._delete_attachments(context, instance)
+
+    def _delete_attachments(self, context, instance, **kwargs):
         mgr = self.manager
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
             context, instance.uuid)
@@ -285,24 +467,25 @@ class OrcComputeEndpoint:
                             instance=instance)
 
     # ------------------------------------------------------------ spawn
+    @host_step(FORWARD, undo='_destroy_guest', build=True)
     def spawn(self, context, instance, node, image, injected_files,
               admin_password, network_info, job):
         """Create the guest (stock ``_build_and_run_instance`` spawn part).
 
         Idempotent: returns at once when the step is recorded or the
-        hypervisor already has the guest.
+        hypervisor already has the guest. Runs under the build semaphore.
 
         :raises BuildAbortException: stock's non-reschedulable failures
-            (image, flavor, disk checks); any other error is reschedulable
+            (image, flavor, disk checks); ``InstanceNotFound`` /
+            ``UnexpectedDeletingTaskStateError``: deleted meanwhile (a guest
+            it created is destroyed first); any other error is
+            reschedulable
         """
-        done = self._check(instance.uuid, job)
-        if done is not None:
-            return done
         mgr = self.manager
         if mgr.driver.instance_exists(instance):
             LOG.info('Guest already exists: not spawning again',
                      instance=instance)
-            return self._record(job, True)
+            return True
         image_meta = objects.ImageMeta.from_dict(image)
         nw_info = network_model.NetworkInfo.hydrate(network_info or '[]')
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
@@ -323,12 +506,15 @@ class OrcComputeEndpoint:
         except SPAWN_ABORTS as e:
             raise exception.BuildAbortException(
                 instance_uuid=instance.uuid, reason=e.format_message())
-        return self._record(job, True)
+        return True
 
+    @host_step(UNDO)
     def destroy_guest(self, context, instance, network_info, job):
         """Destroy a failed guest (stock ``_shutdown_instance`` driver
         part and ``failed_spawn_cleanup``)."""
-        self._forget(job)
+        self._destroy_guest(context, instance, network_info)
+
+    def _destroy_guest(self, context, instance, network_info, **kwargs):
         mgr = self.manager
         nw_info = network_model.NetworkInfo.hydrate(network_info or '[]')
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
@@ -341,14 +527,17 @@ class OrcComputeEndpoint:
         mgr.driver.failed_spawn_cleanup(instance)
 
     # ----------------------------------------------------------- finish
+    @host_step(FORWARD)
     def finish_build(self, context, instance, node, network_info, job):
         """ACTIVE (stock end of ``_build_and_run_instance`` and of
         ``_locked_do_build_and_run_instance``): power state, launched_at,
         access IPs, scheduler info, ``create.end``, event finished, build
-        success counted on the node."""
-        done = self._check(instance.uuid, job)
-        if done is not None:
-            return done
+        success counted on the node.
+
+        :raises InstanceNotFound, UnexpectedDeletingTaskStateError: deleted
+            meanwhile; nothing to undo here: the guest is the delete's
+            (``terminate_instance`` waits for this step, then destroys it)
+        """
         mgr = self.manager
         nw_info = network_model.NetworkInfo.hydrate(network_info or '[]')
         instance.system_metadata.pop('network_allocated', None)
@@ -367,7 +556,7 @@ class OrcComputeEndpoint:
         objects.InstanceActionEvent.event_finish(
             context, instance.uuid, BUILD_EVENT, want_result=False)
         mgr._build_succeeded(node)
-        return self._record(job, True)
+        return True
 
     @staticmethod
     def _set_access_ips(instance, nw_info):

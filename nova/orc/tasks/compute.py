@@ -33,6 +33,8 @@ class ClaimHost(base.OrcTask):
     node, send ``create.error``, finish the event with the error and clear
     the instance's host and node (stock reschedule path). Best effort when
     the host is unreachable (its periodic audit drops orphan claims).
+    Nothing when the instance was deleted meanwhile: its delete drops the
+    claim.
     """
 
     def execute(self, context, flow_id, instance_uuid, cell_uuid, selection,
@@ -51,8 +53,10 @@ class ClaimHost(base.OrcTask):
                result=None, flow_failures=None, **kwargs):
         sel = base.hydrate(objects.Selection, selection, context)
         try:
-            cctxt, instance = base.get_instance(
-                context, instance_uuid, cell_uuid)
+            cctxt, instance = base.get_instance_for_revert(
+                context, instance_uuid, cell_uuid, 'claim')
+            if instance is None:
+                return
             self.orc.compute_rpcapi.abort_claim(
                 cctxt, sel.service_host, instance=instance,
                 node=sel.nodename, reason=_reason(result, flow_failures),

@@ -2,6 +2,8 @@
 
 from oslo_log import log as logging
 
+from nova.compute import task_states
+from nova import exception
 from nova import objects
 from nova.orc.tasks import base
 
@@ -19,7 +21,10 @@ class PrepareBlockDevices(base.OrcTask):
     (``_prep_block_device``). Runs in parallel with
     :class:`~nova.orc.tasks.network.AllocateNetworks`.
 
-    Returns the attached volume ids (:data:`names.BLOCK_DEVICES`).
+    Returns the attached volume ids (:data:`names.BLOCK_DEVICES`). Fails
+    with ``UnexpectedDeletingTaskStateError`` (not rescheduled) when the
+    instance is being deleted: its delete may already have removed the
+    attachments, which must not be created again.
 
     Revert: on the host, disconnect and delete the attachments made for
     this attempt (stock ``_shutdown_instance`` volume clean-up before a
@@ -29,6 +34,11 @@ class PrepareBlockDevices(base.OrcTask):
     def execute(self, context, flow_id, instance_uuid, cell_uuid, claim,
                 image):
         cctxt, instance = base.get_instance(context, instance_uuid, cell_uuid)
+        if instance.task_state == task_states.DELETING:
+            raise exception.UnexpectedDeletingTaskStateError(
+                instance_uuid=instance_uuid,
+                expected={'task_state': 'not deleting'},
+                actual={'task_state': instance.task_state})
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
             cctxt, instance_uuid)
         self.manager._validate_existing_attachment_ids(cctxt, instance, bdms)

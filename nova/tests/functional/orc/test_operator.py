@@ -4,6 +4,8 @@ host-side steps."""
 
 import io
 
+import oslo_messaging as messaging
+
 from nova import objects
 from nova.orc.compute import manager as orc_compute
 from nova.orc.cmd import orc as orc_cli
@@ -98,11 +100,14 @@ class OrcHostStepsTest(test_boot.OrcBootTestBase):
             ctxt, instance, host, {}, [], None, '[]',
             {'flow_id': 'another-flow', 'atom': 'spawn', 'token': token}))
         self.assertEqual([], spawned)
-        # a conductor holding an older claim token is refused
+        # a conductor holding an older claim token is refused (an expected
+        # exception for the RPC server: the caller gets StaleFencingToken)
         endpoint._tokens[server['id']] = token + 5
-        self.assertRaises(orc_exc.StaleFencingToken, endpoint.spawn,
-                          ctxt, instance, host, {}, [], None, '[]',
-                          {'flow_id': 'x', 'atom': 'spawn', 'token': token})
+        exc = self.assertRaises(messaging.ExpectedException, endpoint.spawn,
+                                ctxt, instance, host, {}, [], None, '[]',
+                                {'flow_id': 'x', 'atom': 'spawn',
+                                 'token': token})
+        self.assertIsInstance(exc.exc_info[1], orc_exc.StaleFencingToken)
 
 
 class OrcFixtureTest(test_boot.OrcBootTestBase):

@@ -52,7 +52,8 @@ class TaskTestBase(test.NoDBTestCase):
         self.spec = objects.RequestSpec(
             instance_uuid=uuids.instance, num_instances=1,
             security_groups=groups)
-        self.instance = objects.Instance(uuid=uuids.instance, host='host1')
+        self.instance = objects.Instance(uuid=uuids.instance, host='host1',
+                                         task_state=None)
         get_instance = mock.patch('nova.orc.tasks.base.get_instance',
                                   return_value=(self.ctxt, self.instance))
         self.get_instance = get_instance.start()
@@ -351,6 +352,18 @@ class HostTasksTest(TaskTestBase):
                     claim, result=None)
         self.orc.compute_rpcapi.cleanup_block_devices.assert_called_once()
 
+    @mock.patch('nova.objects.BlockDeviceMappingList.get_by_instance_uuid')
+    def test_block_devices_of_an_instance_being_deleted(self, get_bdms):
+        # its delete may have removed the attachments: none is re-created
+        self.instance.task_state = 'deleting'
+        task = volume.PrepareBlockDevices(self.orc, name='block_devices')
+        self.assertRaises(
+            exception.UnexpectedDeletingTaskStateError, task.execute,
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+            {'host': 'host1', 'node': 'node1'}, {})
+        self.manager._validate_existing_attachment_ids.assert_not_called()
+        self.orc.compute_rpcapi.prep_block_devices.assert_not_called()
+
     def test_spawn_execute_and_revert(self):
         task = compute.Spawn(self.orc, name='spawn')
         claim = {'host': 'host1', 'node': 'node1'}
@@ -376,6 +389,13 @@ class HostTasksTest(TaskTestBase):
         compute.Spawn(self.orc, name='spawn').revert(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim,
             result=None)
+        with mock.patch.object(compute.LOG, 'exception') as log_exception:
+            compute.ClaimHost(self.orc, name='claim_host').revert(
+                self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                _selection().obj_to_primitive(), result=None,
+                flow_failures={})
+        log_exception.assert_not_called()
+        self.orc.compute_rpcapi.abort_claim.assert_not_called()
         self.orc.compute_rpcapi.deallocate_networks.assert_not_called()
         self.orc.compute_rpcapi.cleanup_block_devices.assert_not_called()
         self.orc.compute_rpcapi.destroy_guest.assert_not_called()

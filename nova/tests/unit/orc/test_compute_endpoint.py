@@ -1,0 +1,195 @@
+"""``host_step``: what every orc compute step and undo goes through (lock,
+fencing token, idempotency record, deletes racing the build), against a
+mocked compute manager."""
+
+from unittest import mock
+
+from oslo_concurrency import lockutils
+import oslo_messaging as messaging
+from oslo_utils.fixture import uuidsentinel as uuids
+
+from nova.compute import task_states
+from nova.compute import vm_states
+from nova import context as nova_context
+from nova import exception
+from nova import objects
+from nova.orc.compute import manager as orc_compute
+from nova.orc import exception as orc_exc
+from nova import test
+from nova import utils
+
+
+class HostStepTest(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.ctxt = nova_context.RequestContext('user', 'project')
+        self.mgr = mock.MagicMock()
+        self.mgr.driver.instance_exists.return_value = False
+        self.endpoint = orc_compute.OrcComputeEndpoint(self.mgr)
+        self.instance = objects.Instance(
+            uuid=uuids.instance, vm_state=vm_states.BUILDING,
+            task_state=task_states.BLOCK_DEVICE_MAPPING, host='host1',
+            node='node1')
+        self.db_task_state = None
+        get = mock.patch.object(objects.Instance, 'get_by_uuid',
+                                side_effect=self._get_by_uuid)
+        self.get_by_uuid = get.start()
+        self.addCleanup(get.stop)
+        for target in (mock.patch.object(objects.Instance, 'save'),
+                       mock.patch.object(objects.BlockDeviceMappingList,
+                                         'get_by_instance_uuid',
+                                         return_value=[]),
+                       mock.patch('nova.virt.driver.get_block_device_info',
+                                  return_value={})):
+            target.start()
+            self.addCleanup(target.stop)
+
+    def _get_by_uuid(self, context, uuid, expected_attrs=None):
+        if self.db_task_state == 'gone':
+            raise exception.InstanceNotFound(instance_id=uuid)
+        return objects.Instance(uuid=uuid, task_state=self.db_task_state)
+
+    @staticmethod
+    def _job(token=0, atom='spawn'):
+        return {'flow_id': uuids.flow, 'atom': atom, 'token': token}
+
+    def _spawn(self, token=0):
+        return self.endpoint.spawn(
+            self.ctxt, instance=self.instance, node='node1', image={},
+            injected_files=None, admin_password=None, network_info=None,
+            job=self._job(token))
+
+    def _undo_calls(self, token):
+        """Every undo step, each with ``token``."""
+        return [
+            lambda: self.endpoint.abort_claim(
+                self.ctxt, instance=self.instance, node='node1',
+                reason='x', job=self._job(token, 'claim_host')),
+            lambda: self.endpoint.deallocate_networks(
+                self.ctxt, instance=self.instance, requested_networks=None,
+                job=self._job(token, 'networks')),
+            lambda: self.endpoint.cleanup_block_devices(
+                self.ctxt, instance=self.instance,
+                job=self._job(token, 'block_devices')),
+            lambda: self.endpoint.destroy_guest(
+                self.ctxt, instance=self.instance, network_info=None,
+                job=self._job(token)),
+        ]
+
+    def assertRaisesExpected(self, exc_class, call):
+        """The RPC server gets ``exc_class`` as an expected exception (no
+        ERROR log): ``messaging.ExpectedException`` wrapping it."""
+        exc = self.assertRaises(messaging.ExpectedException, call)
+        self.assertIsInstance(exc.exc_info[1], exc_class)
+        return exc.exc_info[1]
+
+    # ------------------------------------------------------------ fencing
+    def test_undo_with_stale_token_is_refused(self):
+        self._spawn(token=5)
+        self.mgr.reset_mock()
+        for call in self._undo_calls(token=4):
+            exc = self.assertRaisesExpected(orc_exc.StaleFencingToken, call)
+            self.assertEqual(5, exc.kwargs['latest'])
+        self.mgr.rt.abort_instance_claim.assert_not_called()
+        self.mgr._cleanup_allocated_networks.assert_not_called()
+        self.mgr.volume_api.attachment_delete.assert_not_called()
+        self.mgr.driver.destroy.assert_not_called()
+        # the current token still passes
+        self._undo_calls(token=5)[-1]()
+        self.mgr.driver.destroy.assert_called_once()
+
+    def test_forward_step_with_stale_token_is_refused(self):
+        self.endpoint.destroy_guest(self.ctxt, instance=self.instance,
+                                    network_info=None, job=self._job(3))
+        self.assertRaisesExpected(orc_exc.StaleFencingToken,
+                                  lambda: self._spawn(token=2))
+        self.mgr.driver.spawn.assert_not_called()
+
+    # -------------------------------------------------- lock, semaphore
+    def test_step_holds_stocks_instance_lock_and_build_semaphore(self):
+        held = []
+
+        def spawn(*args, **kwargs):
+            # the lock stock's build and terminate_instance take
+            held.append(self.assertRaises(
+                lockutils.AcquireLockFailedException,
+                utils.synchronized(uuids.instance, blocking=False)(
+                    lambda: None)))
+            self.mgr._build_semaphore.__enter__.assert_called_once()
+            self.mgr._build_semaphore.__exit__.assert_not_called()
+        self.mgr.driver.spawn.side_effect = spawn
+        self.assertTrue(self._spawn())
+        self.assertEqual(1, len(held))
+        self.mgr._build_semaphore.__exit__.assert_called_once()
+        # released afterwards
+        utils.synchronized(uuids.instance, blocking=False)(lambda: None)()
+
+    def test_undo_holds_stocks_instance_lock(self):
+        def destroy(*args, **kwargs):
+            self.assertRaises(
+                lockutils.AcquireLockFailedException,
+                utils.synchronized(uuids.instance, blocking=False)(
+                    lambda: None))
+        self.mgr.driver.destroy.side_effect = destroy
+        self.endpoint.destroy_guest(self.ctxt, instance=self.instance,
+                                    network_info=None, job=self._job())
+        self.mgr.driver.destroy.assert_called_once()
+
+    # -------------------------------------------------------- idempotency
+    def test_repeated_forward_call_returns_the_record(self):
+        self.assertTrue(self._spawn())
+        self.assertTrue(self._spawn())
+        self.mgr.driver.spawn.assert_called_once()
+        # an undo forgets it: the next forward call runs again
+        self.endpoint.destroy_guest(self.ctxt, instance=self.instance,
+                                    network_info=None, job=self._job())
+        self._spawn()
+        self.assertEqual(2, self.mgr.driver.spawn.call_count)
+
+    # ------------------------------------------------------------ deletes
+    def test_forward_step_on_deleted_instance_does_nothing(self):
+        for state, exc_class in (
+                ('gone', exception.InstanceNotFound),
+                (task_states.DELETING,
+                 exception.UnexpectedDeletingTaskStateError)):
+            self.db_task_state = state
+            with self.assertLogs(orc_compute.LOG.logger, 'INFO') as logs:
+                self.assertRaisesExpected(exc_class, self._spawn)
+            self.assertIn('spawn: instance deleted or being deleted; '
+                          'nothing done', logs.output[0])
+        self.mgr.driver.spawn.assert_not_called()
+        self.mgr.driver.destroy.assert_not_called()
+
+    def test_forward_step_undoes_its_work_when_deleted_meanwhile(self):
+        def spawn(*args, **kwargs):
+            self.db_task_state = task_states.DELETING
+        self.mgr.driver.spawn.side_effect = spawn
+        self.assertRaisesExpected(exception.UnexpectedDeletingTaskStateError,
+                                  self._spawn)
+        self.mgr.driver.destroy.assert_called_once()
+        self.mgr.driver.failed_spawn_cleanup.assert_called_once()
+        # not recorded: a repeated call does not report success
+        self.assertRaisesExpected(exception.UnexpectedDeletingTaskStateError,
+                                  self._spawn)
+
+    def test_forward_step_undoes_its_work_when_it_hit_the_delete(self):
+        self.mgr._allocate_network_async.side_effect = (
+            exception.InstanceNotFound(instance_id=uuids.instance))
+        self.assertRaisesExpected(
+            exception.InstanceNotFound,
+            lambda: self.endpoint.allocate_networks(
+                self.ctxt, instance=self.instance, requested_networks=None,
+                security_groups=[], provider_mapping=None,
+                job=self._job(atom='networks')))
+        self.mgr._deallocate_network.assert_called_once_with(
+            self.ctxt, self.instance, None)
+
+    def test_undo_on_deleted_instance_is_left_to_the_delete(self):
+        for state in ('gone', task_states.DELETING):
+            self.db_task_state = state
+            for call in self._undo_calls(token=0):
+                self.assertIsNone(call())
+        self.mgr.rt.abort_instance_claim.assert_not_called()
+        self.mgr._cleanup_allocated_networks.assert_not_called()
+        self.mgr.driver.destroy.assert_not_called()
