@@ -5,7 +5,10 @@ started by ``run_tests.sh``); without one these tests fail, they never skip.
 """
 
 import os
+import shutil
+import socket
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -17,6 +20,15 @@ from nova.orc import exception as orc_exc
 from nova import test
 
 ZOOKEEPER = os.environ.get('ORC_TEST_ZOOKEEPER', '127.0.0.1:2181')
+
+
+def _wait_for(predicate, timeout, what):
+    """Poll ``predicate()`` until true; AssertionError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('%s: not within %s s' % (what, timeout))
+        time.sleep(0.05)
 
 
 class _LockContract:
@@ -93,27 +105,53 @@ class _LockContract:
 
 
 class ZooKeeperOutageTest(test.NoDBTestCase):
-    """A ZooKeeper of its own (tools/zookeeper, port 2191) that the test
-    stops and starts: lock operations wait out an outage within
-    [orc] coordination_outage_timeout, then fail with a clear error."""
-
-    PORT = '2191'
+    """A ZooKeeper of its own (tools/zookeeper on a free port, state in a
+    temporary folder) that the test stops, starts or freezes: lock
+    operations wait out an outage within [orc] coordination_outage_timeout,
+    then fail with a clear error."""
 
     def _zookeeper(self, command):
         tools = os.environ.get('ORC_TOOLS')
         self.assertIsNotNone(tools, 'ORC_TOOLS (the repository tools/ '
                              'folder) must be set, as run_tests.sh does')
         subprocess.run([os.path.join(tools, 'zookeeper'), command,
-                        self.PORT], check=True, stdout=subprocess.DEVNULL,
-                       env=dict(os.environ,
-                                ORC_ZK_STATE='/var/tmp/nova-orc-zk-outage'))
+                        self.port], check=True, stdout=subprocess.DEVNULL,
+                       env=dict(os.environ, ORC_ZK_STATE=self.state))
+
+    def _pid(self):
+        with open(os.path.join(self.state, 'zookeeper.pid')) as f:
+            return int(f.read())
+
+    def _stop_zookeeper(self):
+        """Stop it and wait for the process to be gone (its clients then
+        see the connection drop, and the port is free for a restart)."""
+        if not os.path.exists(os.path.join(self.state, 'zookeeper.pid')):
+            return
+        pid = self._pid()
+        self._zookeeper('stop')
+
+        def gone():
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+        _wait_for(gone, 60, 'ZooKeeper pid %d exit' % pid)
 
     def setUp(self):
         super().setUp()
+        # a port and a state folder of its own: test runs of other
+        # checkouts on the same machine must not stop our server
+        with socket.socket() as s:
+            s.bind(('127.0.0.1', 0))
+            self.port = str(s.getsockname()[1])
+        self.state = tempfile.mkdtemp(prefix='nova-orc-zk-outage-',
+                                      dir='/var/tmp')
+        self.addCleanup(shutil.rmtree, self.state, True)
         self._zookeeper('start')
-        self.addCleanup(self._zookeeper, 'stop')
+        self.addCleanup(self._stop_zookeeper)
         self.flags(coordination_url='zookeeper://127.0.0.1:%s/outage-%s' % (
-            self.PORT, uuidutils.generate_uuid()), group='orc',
+            self.port, uuidutils.generate_uuid()), group='orc',
             zookeeper_session_timeout=30)
         self.coordinator = coordination.coordinator_from_conf(
             conductor_id='c1')
@@ -122,7 +160,7 @@ class ZooKeeperOutageTest(test.NoDBTestCase):
 
     def test_acquire_waits_for_zookeeper_to_come_back(self):
         self.flags(coordination_outage_timeout=60, group='orc')
-        self._zookeeper('stop')
+        self._stop_zookeeper()
         restart = threading.Timer(2, self._zookeeper, ('start',))
         restart.start()
         self.addCleanup(restart.cancel)
@@ -134,13 +172,13 @@ class ZooKeeperOutageTest(test.NoDBTestCase):
 
     def test_outage_longer_than_the_bound_fails_clearly(self):
         self.flags(coordination_outage_timeout=2, group='orc')
-        self._zookeeper('stop')
+        self._stop_zookeeper()
         t0 = time.monotonic()
         exc = self.assertRaises(orc_exc.CoordinationUnavailable,
                                 self.coordinator.acquire, uuids.flow,
                                 [('instance', 'i1')], timeout=0)
         self.assertLess(time.monotonic() - t0, 30)
-        self.assertIn('127.0.0.1:%s' % self.PORT, str(exc))
+        self.assertIn('127.0.0.1:%s' % self.port, str(exc))
 
 
 class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
