@@ -171,8 +171,27 @@ class MemoryCoordinator(Coordinator):
                     for (k, i), r in sorted(self._locks.items())]
 
 
+def _failed_op(results):
+    """The ``(index, exception)`` of the operation that made a ZooKeeper
+    transaction fail, or None when it committed.
+
+    A failed (all-or-nothing) transaction reports an exception for every
+    operation: ``RolledBackError`` before the failing one,
+    ``RuntimeInconsistency`` after it (kazoo 2.11, ZooKeeper 3.8). Neither
+    is the cause; when no other exception is there (never seen) the first
+    is returned.
+    """
+    errors = [(i, r) for i, r in enumerate(results)
+              if isinstance(r, Exception)]
+    for index, error in errors:
+        if not isinstance(error, (kazoo_exc.RolledBackError,
+                                  kazoo_exc.RuntimeInconsistency)):
+            return index, error
+    return errors[0] if errors else None
+
+
 class ZooKeeperCoordinator(Coordinator):
-    """Locks as persistent znodes under ``<chroot>/locks``, through kazoo.
+    """Locks as persistent znodes under ``<base>/locks``, through kazoo.
 
     ``zookeeper://h1:2181,h2:2181/nova`` connects to that ensemble and keeps
     everything under ``/nova`` (default ``/nova-orc``). The kazoo handler
@@ -299,41 +318,42 @@ class ZooKeeperCoordinator(Coordinator):
         return self._retrying(self._try_acquire_once, owner, resources)
 
     def _try_acquire_once(self, owner, resources):
-        wanted = []
-        for kind, rid in resources:
-            self._ensure_parent(kind)
-            record, _stat = self._read(self._path(kind, rid))
-            if record is None:
-                wanted.append((kind, rid))
-            elif record.get('owner') != owner:
-                return kind, rid, record
-        if not wanted:
-            return None
-        data = json.dumps(_lock_record(owner, self.conductor_id)).encode()
-        txn = self.client.transaction()
-        for kind, rid in wanted:
-            txn.create(self._path(kind, rid), data)
-        results = self._wait(txn.commit_async())
-        # An all-or-nothing transaction that fails reports an exception per
-        # operation (PITFALLS: RolledBackError before the failing one).
-        for (kind, rid), result in zip(wanted, results):
-            if isinstance(result, kazoo_exc.NodeExistsError):
+        # again from the reads whenever the transaction fails on a node
+        # that changed since they were made
+        while True:
+            wanted = []
+            for kind, rid in resources:
+                self._ensure_parent(kind)
                 record, _stat = self._read(self._path(kind, rid))
                 if record is None:
-                    # released in between: try the whole set again
-                    return self._try_acquire_once(owner, resources)
-                if record.get('owner') == owner:
-                    continue
-                return kind, rid, record
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(
-                    result, (kazoo_exc.RolledBackError,
-                             kazoo_exc.NodeExistsError)):
-                raise orc_exc.CoordinationUnavailable(reason=str(result))
-        if any(isinstance(r, Exception) for r in results):
-            # only our own nodes existed (resumed flow): lock the rest
-            return self._try_acquire_once(owner, resources)
-        return None
+                    wanted.append((kind, rid))
+                elif record.get('owner') != owner:
+                    return kind, rid, record
+            if not wanted:
+                return None
+            data = json.dumps(_lock_record(owner, self.conductor_id)).encode()
+            txn = self.client.transaction()
+            for kind, rid in wanted:
+                txn.create(self._path(kind, rid), data)
+            failed = _failed_op(self._wait(txn.commit_async()))
+            if failed is None:
+                return None
+            index, cause = failed
+            kind, rid = wanted[index]
+            if isinstance(cause, kazoo_exc.NodeExistsError):
+                # locked since the read: by another owner (a conflict), by
+                # this one (a flow resumed twice), or released again
+                record, _stat = self._read(self._path(kind, rid))
+                if record is not None and record.get('owner') != owner:
+                    return kind, rid, record
+                continue
+            if isinstance(cause, kazoo_exc.NoNodeError):
+                # <base>/locks/<kind> was removed since we made it
+                self._known_parents.discard(kind)
+                continue
+            raise orc_exc.CoordinationUnavailable(
+                reason='ZooKeeper %s: locking %s %s failed: %r' % (
+                    self.hosts, kind, rid, cause))
 
     def release(self, owner, resources):
         """See :meth:`Coordinator.release`; waits out a ZooKeeper outage

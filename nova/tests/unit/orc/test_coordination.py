@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from unittest import mock
 
 from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
@@ -207,6 +208,24 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.a.client.delete(self.chroot, recursive=True)
         super().tearDown()
 
+    def _race(self, coordinator, path_end, action):
+        """Run ``action()`` once, right after ``coordinator`` reads the lock
+        node ending in ``path_end`` (what another conductor may do between
+        a read and the transaction that follows it)."""
+        real_read = coordinator._read
+        done = []
+
+        def read(path):
+            result = real_read(path)
+            if path.endswith(path_end) and not done:
+                done.append(path)
+                action()
+            return result
+        patcher = mock.patch.object(coordinator, '_read', side_effect=read)
+        patcher.start()
+        self.addCleanup(patcher.stop)
+        return done
+
     def test_locks_outlive_the_session_that_took_them(self):
         # locks belong to the job: a dead conductor's locks stay for the
         # conductor that resumes its job
@@ -222,3 +241,28 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         exc = self.assertRaises(orc_exc.CoordinationUnavailable,
                                 coordinator.start)
         self.assertIn('127.0.0.1:1', str(exc))
+
+    def test_conflict_inside_the_transaction_is_named(self):
+        # flow_a takes b after flow_b read it free: flow_b's transaction
+        # fails on b (RolledBackError for a, RuntimeInconsistency for c)
+        resources = [('port', 'a'), ('port', 'b'), ('port', 'c')]
+        raced = self._race(self.b, '/port/b', lambda: self.a.acquire(
+            uuids.flow_a, [('port', 'b')], timeout=0))
+        exc = self.assertRaises(orc_exc.ResourceLocked, self.b.acquire,
+                                uuids.flow_b, resources, timeout=0)
+        self.assertTrue(raced)
+        self.assertIn('port b is locked by flow %s' % uuids.flow_a, str(exc))
+        self.assertIsNone(self.a.holder('port', 'a'))
+        self.assertIsNone(self.a.holder('port', 'c'))
+
+    def test_own_lock_taken_inside_the_transaction(self):
+        # the same flow, resumed by conductor a while conductor b still runs
+        # it, locks a first: b's transaction fails on a and reports
+        # RuntimeInconsistency for b and c, which is no outage
+        resources = [('port', 'a'), ('port', 'b'), ('port', 'c')]
+        raced = self._race(self.b, '/port/a', lambda: self.a.acquire(
+            uuids.flow_b, [('port', 'a')], timeout=0))
+        self.b.acquire(uuids.flow_b, resources, timeout=0)
+        self.assertTrue(raced)
+        self.assertEqual([uuids.flow_b] * 3,
+                         [l['owner'] for l in self.a.list_locks()])
