@@ -7,6 +7,10 @@ of the conductor that took it and another conductor can resume the job.
 Multi-resource locks are taken all-or-nothing in one ZooKeeper transaction,
 so two flows can never deadlock on each other.
 
+On ZooKeeper a lock node carries a child naming its owner, created with it,
+so that a release deletes only the very node its owner created (see
+:class:`ZooKeeperCoordinator`).
+
 ``memory://`` is the same contract inside one process (all-in-one default,
 unit tests); every :class:`MemoryCoordinator` of one process with the same URL
 shares one table, like conductors sharing one ZooKeeper.
@@ -106,7 +110,10 @@ class Coordinator:
     def release(self, owner, resources):
         """Unlock the resources ``owner`` holds; others' locks are untouched.
 
-        Idempotent: releasing what is not held is a no-op.
+        Idempotent: releasing what is not held is a no-op. A lock that
+        another flow took after this one's was broken (see
+        :attr:`stale_owner`) is never deleted, even if that happens while
+        this release runs.
         """
         raise NotImplementedError()
 
@@ -197,6 +204,17 @@ class ZooKeeperCoordinator(Coordinator):
     everything under ``/nova`` (default ``/nova-orc``). The kazoo handler
     follows Nova's concurrency mode (threading, or eventlet when Nova runs
     monkey-patched).
+
+    Layout under ``<base>``:
+
+    * ``locks/<kind>/<id>``: a lock, persistent, JSON ``{owner, conductor,
+      since}``, with one child ``owner-<owner>`` (the *owner marker*)
+      created in the same transaction. A release deletes marker and node in
+      one transaction, the node at the data version it read: if the lock
+      was broken and taken by another flow in between, the marker is
+      missing and nothing is deleted. (The version alone cannot tell:
+      every lock node is at version 0.) Lock nodes without a marker
+      (written before markers existed) are deleted by version alone.
     """
 
     def __init__(self, conductor_id, url, stale_owner=None):
@@ -298,6 +316,11 @@ class ZooKeeperCoordinator(Coordinator):
     def _path(self, kind, rid):
         return '%s/locks/%s/%s' % (self.base, kind, rid)
 
+    @staticmethod
+    def _marker(path, owner):
+        """The owner marker (a child) of lock node ``path``."""
+        return '%s/owner-%s' % (path, urllib.parse.quote(owner, safe=''))
+
     def _ensure_parent(self, kind):
         if kind not in self._known_parents:
             self._wait(self.client.ensure_path_async(
@@ -333,13 +356,17 @@ class ZooKeeperCoordinator(Coordinator):
                 return None
             data = json.dumps(_lock_record(owner, self.conductor_id)).encode()
             txn = self.client.transaction()
+            op_resources = []
             for kind, rid in wanted:
-                txn.create(self._path(kind, rid), data)
+                path = self._path(kind, rid)
+                txn.create(path, data)
+                txn.create(self._marker(path, owner))
+                op_resources += [(kind, rid)] * 2
             failed = _failed_op(self._wait(txn.commit_async()))
             if failed is None:
                 return None
             index, cause = failed
-            kind, rid = wanted[index]
+            kind, rid = op_resources[index]
             if isinstance(cause, kazoo_exc.NodeExistsError):
                 # locked since the read: by another owner (a conflict), by
                 # this one (a flow resumed twice), or released again
@@ -361,31 +388,43 @@ class ZooKeeperCoordinator(Coordinator):
         CoordinationUnavailable (the locks stay until a later acquire finds
         their flow ended and breaks them)."""
         self._check_started()
-        self._retrying(self._release_once, owner, resources)
+        self._retrying(self._release_once, owner,
+                       [(str(k), str(i)) for k, i in resources])
 
     def _release_once(self, owner, resources):
-        txn = self.client.transaction()
-        count = 0
+        held = []
         for kind, rid in resources:
             path = self._path(kind, rid)
             record, stat = self._read(path)
             if record is not None and record.get('owner') == owner:
-                txn.delete(path, version=stat.version)
-                count += 1
-        if count:
-            results = self._wait(txn.commit_async())
-            failed = [r for r in results if isinstance(r, Exception)]
-            if failed:
-                LOG.warning('Releasing locks of flow %s: %s; retrying one by '
-                            'one', owner, failed)
-                for kind, rid in resources:
-                    record, stat = self._read(self._path(kind, rid))
-                    if record is not None and record.get('owner') == owner:
-                        try:
-                            self._wait(self.client.delete_async(
-                                self._path(kind, rid)))
-                        except kazoo_exc.NoNodeError:
-                            pass
+                held.append((path, stat))
+        if not held or self._delete_held(owner, held) is None:
+            return
+        # one of them changed since the read: each on its own, each only
+        # if it is still the node read
+        for path, stat in held:
+            failed = self._delete_held(owner, [(path, stat)])
+            if failed is None:
+                continue
+            _index, cause = failed
+            if not isinstance(cause, (kazoo_exc.NoNodeError,
+                                      kazoo_exc.BadVersionError,
+                                      kazoo_exc.NotEmptyError)):
+                raise orc_exc.CoordinationUnavailable(
+                    reason='ZooKeeper %s: unlocking %s failed: %r' % (
+                        self.hosts, path, cause))
+            LOG.info('Lock %s is no longer held by flow %s (%s): left as '
+                     'it is', path, owner, cause.__class__.__name__)
+
+    def _delete_held(self, owner, held):
+        """Delete lock nodes as read (``held``: ``[(path, stat)]``) in one
+        transaction; returns :func:`_failed_op` of it."""
+        txn = self.client.transaction()
+        for path, stat in held:
+            if stat.numChildren:
+                txn.delete(self._marker(path, owner))
+            txn.delete(path, version=stat.version)
+        return _failed_op(self._wait(txn.commit_async()))
 
     def holder(self, kind, resource_id):
         self._check_started()

@@ -4,6 +4,7 @@ ZooKeeper comes from ``ORC_TEST_ZOOKEEPER`` (default ``127.0.0.1:2181``,
 started by ``run_tests.sh``); without one these tests fail, they never skip.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -208,6 +209,10 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.a.client.delete(self.chroot, recursive=True)
         super().tearDown()
 
+    def write_record(self, kind, rid, record):
+        self.a.client.create('%s/locks/%s/%s' % (self.chroot, kind, rid),
+                             json.dumps(record).encode(), makepath=True)
+
     def _race(self, coordinator, path_end, action):
         """Run ``action()`` once, right after ``coordinator`` reads the lock
         node ending in ``path_end`` (what another conductor may do between
@@ -241,6 +246,31 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         exc = self.assertRaises(orc_exc.CoordinationUnavailable,
                                 coordinator.start)
         self.assertIn('127.0.0.1:1', str(exc))
+
+    def test_release_never_deletes_a_lock_taken_meanwhile(self):
+        # flow_a ended; while its release runs, conductor b breaks its p1
+        # lock (stale_owner) and flow_b takes p1: flow_a's release must
+        # leave flow_b's lock alone and still free p2
+        resources = [('port', 'p1'), ('port', 'p2')]
+        self.a.acquire(uuids.flow_a, resources)
+        self.b.stale_owner = lambda owner: owner == uuids.flow_a
+        raced = self._race(self.a, '/port/p1', lambda: self.b.acquire(
+            uuids.flow_b, [('port', 'p1')], timeout=0))
+        self.a.release(uuids.flow_a, resources)
+        self.assertTrue(raced)
+        self.assertEqual(uuids.flow_b, self.b.holder('port', 'p1')['owner'])
+        self.assertIsNone(self.b.holder('port', 'p2'))
+        # and flow_b's own release still works
+        self.b.release(uuids.flow_b, resources)
+        self.assertEqual([], self.b.list_locks())
+
+    def test_lock_node_without_owner_marker_is_released(self):
+        # lock nodes written before owner markers existed
+        self.write_record('port', 'p1', {'owner': uuids.flow_a})
+        self.b.release(uuids.flow_b, [('port', 'p1')])
+        self.assertEqual(uuids.flow_a, self.b.holder('port', 'p1')['owner'])
+        self.a.release(uuids.flow_a, [('port', 'p1')])
+        self.assertIsNone(self.b.holder('port', 'p1'))
 
     def test_conflict_inside_the_transaction_is_named(self):
         # flow_a takes b after flow_b read it free: flow_b's transaction
