@@ -118,16 +118,26 @@ class Coordinator:
         raise NotImplementedError()
 
     def holder(self, kind, resource_id):
-        """The lock record ``{'owner', 'conductor', 'since'}`` or None."""
+        """The lock record (a dict: ``owner``, ``conductor``, ``since`` and
+        any other field the lock node holds) or None when unlocked."""
         raise NotImplementedError()
 
     def list_locks(self):
-        """Every lock: a list of dicts ``kind, id, owner, conductor, since``."""
+        """Every lock: a list of dicts holding every field of the lock
+        node's record (``owner``, ``conductor``, ``since`` today; fields a
+        later release adds are passed through unchanged) plus ``kind`` and
+        ``id`` (from the lock's place), sorted by kind then id."""
         raise NotImplementedError()
 
     def _try_acquire(self, owner, resources):
         """Returns None on success or ``(kind, id, record)`` of a conflict."""
         raise NotImplementedError()
+
+
+def _locks_entry(kind, rid, record):
+    entry = dict(record)
+    entry.update(kind=kind, id=rid)
+    return entry
 
 
 class MemoryCoordinator(Coordinator):
@@ -174,7 +184,7 @@ class MemoryCoordinator(Coordinator):
 
     def list_locks(self):
         with self._tables_lock:
-            return [dict(kind=k, id=i, **r)
+            return [_locks_entry(k, i, r)
                     for (k, i), r in sorted(self._locks.items())]
 
 
@@ -328,14 +338,20 @@ class ZooKeeperCoordinator(Coordinator):
             self._known_parents.add(kind)
 
     def _read(self, path):
+        """``(record, stat)`` of a lock node, ``(None, None)`` if absent; a
+        record that is not a JSON object reads as ``{'owner': '?',
+        'data': <its text>}``."""
         try:
             data, stat = self._wait(self.client.get_async(path))
         except kazoo_exc.NoNodeError:
             return None, None
         try:
-            return json.loads(data.decode('utf-8')), stat
+            record = json.loads(data.decode('utf-8'))
         except ValueError:
-            return {'owner': '?'}, stat
+            record = None
+        if not isinstance(record, dict):
+            record = {'owner': '?', 'data': data.decode('utf-8', 'replace')}
+        return record, stat
 
     def _try_acquire(self, owner, resources):
         return self._retrying(self._try_acquire_once, owner, resources)
@@ -444,7 +460,7 @@ class ZooKeeperCoordinator(Coordinator):
                     root + '/' + kind))):
                 record, _stat = self._read(self._path(kind, rid))
                 if record is not None:
-                    locks.append(dict(kind=kind, id=rid, **record))
+                    locks.append(_locks_entry(kind, rid, record))
         return locks
 
 

@@ -105,6 +105,23 @@ class _LockContract:
                          [(l['kind'], l['id'], l['owner']) for l in locks])
         self.assertEqual({'conductor-a'}, {l['conductor'] for l in locks})
 
+    def test_list_locks_keeps_every_field_of_the_record(self):
+        # nova-orc lock list will show more about a lock (e.g. whether its
+        # owner is alive) from fields it does not know yet
+        self.write_record('port', 'p7', {
+            'owner': uuids.flow_x, 'conductor': 'c-x',
+            'since': '2026-01-01T00:00:00', 'claim': 'job-1', 'kind': 'x'})
+        self.a.acquire(uuids.flow_a, [('instance', 'i1')])
+        locks = self.b.list_locks()
+        self.assertEqual([
+            {'kind': 'instance', 'id': 'i1', 'owner': uuids.flow_a,
+             'conductor': 'conductor-a',
+             'since': self.a.holder('instance', 'i1')['since']},
+            {'kind': 'port', 'id': 'p7', 'owner': uuids.flow_x,
+             'conductor': 'c-x', 'since': '2026-01-01T00:00:00',
+             'claim': 'job-1'}], locks)
+        self.assertEqual('job-1', self.b.holder('port', 'p7')['claim'])
+
 
 class ZooKeeperOutageTest(test.NoDBTestCase):
     """A ZooKeeper of its own (tools/zookeeper on a free port, state in a
@@ -189,6 +206,9 @@ class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.addCleanup(coordination.MemoryCoordinator.reset)
         return coordination.MemoryCoordinator(conductor_id, 'memory://test')
 
+    def write_record(self, kind, rid, record):
+        self.a._locks[(kind, rid)] = record
+
 
 class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
 
@@ -271,6 +291,12 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.assertEqual(uuids.flow_a, self.b.holder('port', 'p1')['owner'])
         self.a.release(uuids.flow_a, [('port', 'p1')])
         self.assertIsNone(self.b.holder('port', 'p1'))
+
+    def test_lock_node_that_is_no_json_object_is_listed(self):
+        self.a.client.create(self.chroot + '/locks/port/p1', b'[1]',
+                             makepath=True)
+        self.assertEqual([{'kind': 'port', 'id': 'p1', 'owner': '?',
+                           'data': '[1]'}], self.b.list_locks())
 
     def test_conflict_inside_the_transaction_is_named(self):
         # flow_a takes b after flow_b read it free: flow_b's transaction
