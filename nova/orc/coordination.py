@@ -29,6 +29,7 @@ from kazoo import exceptions as kazoo_exc
 from kazoo.handlers import threading as kazoo_threading
 from kazoo import retry as kazoo_retry
 from oslo_log import log as logging
+from oslo_utils import excutils
 from oslo_utils import timeutils
 
 import nova.conf
@@ -42,6 +43,10 @@ LOG = logging.getLogger(__name__)
 #: seconds between two attempts while waiting for a lock (bounded by
 #: ``[orc] lock_wait_timeout``)
 LOCK_POLL_INTERVAL = 0.1
+
+#: seconds a ZooKeeper call is always given, even with ``[orc]
+#: coordination_outage_timeout = 0`` (a live ZooKeeper answers in ~1 ms)
+MIN_OPERATION_WAIT = 1.0
 
 
 def _lock_record(owner, conductor):
@@ -82,6 +87,11 @@ class Coordinator:
             them; ``None`` uses ``[orc] lock_wait_timeout``
         :raises nova.orc.exception.ResourceLocked: a resource is still held
             by another owner when the wait ends; nothing was locked
+        :raises nova.orc.exception.CoordinationUnavailable: ZooKeeper
+            unreachable for ``[orc] coordination_outage_timeout`` (a lock
+            request sent before the outage may still take effect: release
+            the resources once ZooKeeper is back, as the lock task's revert
+            does)
         """
         resources = sorted(set((str(k), str(i)) for k, i in resources))
         if timeout is None:
@@ -114,6 +124,16 @@ class Coordinator:
         another flow took after this one's was broken (see
         :attr:`stale_owner`) is never deleted, even if that happens while
         this release runs.
+
+        :param owner: str, the job (flow detail uuid)
+        :param resources: list of ``(kind, id)``
+        :raises nova.orc.exception.CoordinationUnavailable: ZooKeeper did
+            not answer within ``[orc] coordination_outage_timeout`` (at
+            least :data:`MIN_OPERATION_WAIT`; a hung ZooKeeper included).
+            The locks then stay: callers that must not lose a flow's result
+            catch this, and a later :meth:`acquire` breaks the leftovers
+            once :attr:`stale_owner` says their flow ended. A release that
+            raised may still take effect when ZooKeeper comes back.
         """
         raise NotImplementedError()
 
@@ -225,6 +245,10 @@ class ZooKeeperCoordinator(Coordinator):
       missing and nothing is deleted. (The version alone cannot tell:
       every lock node is at version 0.) Lock nodes without a marker
       (written before markers existed) are deleted by version alone.
+
+    Every call returns or raises within ``[orc] coordination_outage_timeout``
+    (at least :data:`MIN_OPERATION_WAIT`), whether ZooKeeper is down or
+    hangs.
     """
 
     def __init__(self, conductor_id, url, stale_owner=None):
@@ -234,7 +258,10 @@ class ZooKeeperCoordinator(Coordinator):
         self.base = parsed.path.rstrip('/') or '/nova-orc'
         self.client = None
         self._sleep = None
+        self._timeout_exception = None
         self._known_parents = set()
+        # per calling thread: the monotonic deadline of the current call
+        self._local = threading.local()
 
     def start(self):
         if self.client is not None:
@@ -245,6 +272,7 @@ class ZooKeeperCoordinator(Coordinator):
             from kazoo.handlers import eventlet as kazoo_eventlet
             handler = kazoo_eventlet.SequentialEventletHandler()
         self._sleep = handler.sleep_func
+        self._timeout_exception = handler.timeout_exception
         client = kazoo_client.KazooClient(
             hosts=self.hosts, timeout=CONF.orc.zookeeper_session_timeout,
             handler=handler,
@@ -259,7 +287,11 @@ class ZooKeeperCoordinator(Coordinator):
             raise orc_exc.CoordinationUnavailable(
                 reason='ZooKeeper %s: %s' % (self.hosts, e))
         self.client = client
-        self.client.ensure_path(self.base + '/locks')
+        try:
+            self._retrying(self._ensure_path, self.base + '/locks')
+        except Exception:
+            with excutils.save_and_reraise_exception():
+                self.stop()
         LOG.info('nova-orc coordination: ZooKeeper %s%s', self.hosts,
                  self.base)
 
@@ -269,41 +301,61 @@ class ZooKeeperCoordinator(Coordinator):
             self.client.close()
             self.client = None
 
+    # bounded calls
+
     def _wait(self, async_result):
         """The result of a kazoo asynchronous call, within a bound.
 
         kazoo's synchronous calls wait without limit while the connection
-        is suspended; this waits at most the session timeout and turns the
-        wait into ``OperationTimeoutError``, which :meth:`_retrying`
-        retries until its deadline.
+        is suspended or ZooKeeper hangs; this waits at most the session
+        timeout and at most until the deadline of the current
+        :meth:`_retrying` call, then raises ``OperationTimeoutError``,
+        which :meth:`_retrying` retries until its deadline.
         """
+        timeout = CONF.orc.zookeeper_session_timeout
+        deadline = getattr(self._local, 'deadline', None)
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise kazoo_exc.OperationTimeoutError()
         try:
-            return async_result.get(
-                timeout=CONF.orc.zookeeper_session_timeout)
-        except self.client.handler.timeout_exception:
+            return async_result.get(timeout=timeout)
+        except self._timeout_exception:
             raise kazoo_exc.OperationTimeoutError()
 
     def _retrying(self, func, *args):
-        """``func(*args)`` retried while ZooKeeper is unreachable, up to
-        ``[orc] coordination_outage_timeout`` seconds.
+        """``func(*args)`` retried while ZooKeeper is unreachable; the
+        whole call (retries and every request ``func`` makes through
+        :meth:`_wait`) ends within ``[orc] coordination_outage_timeout``
+        seconds (at least :data:`MIN_OPERATION_WAIT`).
 
         :raises nova.orc.exception.CoordinationUnavailable: still
-            unreachable at the deadline
+            unreachable (or not answering) at the deadline
         """
-        deadline = time.monotonic() + CONF.orc.coordination_outage_timeout
+        bound = max(CONF.orc.coordination_outage_timeout, MIN_OPERATION_WAIT)
+        outer = getattr(self._local, 'deadline', None)
+        deadline = time.monotonic() + bound
+        if outer is not None:
+            deadline = min(deadline, outer)
         retry = kazoo_retry.KazooRetry(
             max_tries=-1, delay=0.1, max_delay=2,
-            deadline=CONF.orc.coordination_outage_timeout,
+            deadline=deadline - time.monotonic(),
             ignore_expire=True, sleep_func=self._sleep)
 
         def attempt():
-            if not self.client.connected:
+            client = self.client
+            if client is None:
+                raise orc_exc.CoordinationUnavailable(
+                    reason='coordinator stopped')
+            if time.monotonic() >= deadline:
+                raise kazoo_retry.RetryFailedError(
+                    'no answer within %.1f s' % bound)
+            if not client.connected:
                 # suspended: no request would be answered before the
                 # reconnection; let the retry wait with backoff
-                if time.monotonic() >= deadline:
-                    raise kazoo_retry.RetryFailedError('not connected')
                 raise kazoo_exc.ConnectionLoss()
             return func(*args)
+        self._local.deadline = deadline
         try:
             return retry(attempt)
         except (kazoo_retry.RetryFailedError, kazoo_exc.ConnectionLoss,
@@ -311,8 +363,12 @@ class ZooKeeperCoordinator(Coordinator):
                 kazoo_exc.SessionExpiredError,
                 kazoo_exc.OperationTimeoutError) as e:
             raise orc_exc.CoordinationUnavailable(
-                reason='ZooKeeper %s: %s' % (self.hosts, e or
-                                             e.__class__.__name__))
+                reason='ZooKeeper %s: %s' % (
+                    self.hosts, str(e) or e.__class__.__name__))
+        finally:
+            self._local.deadline = outer
+
+    # locks
 
     def acquire(self, owner, resources, timeout=None):
         self._check_started()
@@ -331,10 +387,12 @@ class ZooKeeperCoordinator(Coordinator):
         """The owner marker (a child) of lock node ``path``."""
         return '%s/owner-%s' % (path, urllib.parse.quote(owner, safe=''))
 
+    def _ensure_path(self, path):
+        self._wait(self.client.ensure_path_async(path))
+
     def _ensure_parent(self, kind):
         if kind not in self._known_parents:
-            self._wait(self.client.ensure_path_async(
-                '%s/locks/%s' % (self.base, kind)))
+            self._ensure_path('%s/locks/%s' % (self.base, kind))
             self._known_parents.add(kind)
 
     def _read(self, path):
@@ -399,10 +457,7 @@ class ZooKeeperCoordinator(Coordinator):
                     self.hosts, kind, rid, cause))
 
     def release(self, owner, resources):
-        """See :meth:`Coordinator.release`; waits out a ZooKeeper outage
-        up to ``[orc] coordination_outage_timeout``, then raises
-        CoordinationUnavailable (the locks stay until a later acquire finds
-        their flow ended and breaks them)."""
+        """See :meth:`Coordinator.release`."""
         self._check_started()
         self._retrying(self._release_once, owner,
                        [(str(k), str(i)) for k, i in resources])

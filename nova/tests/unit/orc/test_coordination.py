@@ -7,6 +7,7 @@ started by ``run_tests.sh``); without one these tests fail, they never skip.
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -177,6 +178,13 @@ class ZooKeeperOutageTest(test.NoDBTestCase):
         self.coordinator.start()
         self.addCleanup(self.coordinator.stop)
 
+    def _freeze_zookeeper(self):
+        """ZooKeeper hangs (SIGSTOP): connections stay open, nothing is
+        answered. Resumed at cleanup, before anything else."""
+        pid = self._pid()
+        os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(os.kill, pid, signal.SIGCONT)
+
     def test_acquire_waits_for_zookeeper_to_come_back(self):
         self.flags(coordination_outage_timeout=60, group='orc')
         self._stop_zookeeper()
@@ -198,6 +206,29 @@ class ZooKeeperOutageTest(test.NoDBTestCase):
                                 [('instance', 'i1')], timeout=0)
         self.assertLess(time.monotonic() - t0, 30)
         self.assertIn('127.0.0.1:%s' % self.port, str(exc))
+
+    def test_release_in_a_hang_fails_within_the_bound(self):
+        # the orchestrator releases when a flow ends: a hung ZooKeeper must
+        # cost it [orc] coordination_outage_timeout at most, not a session
+        # timeout per request; the locks stay for a later break
+        self.flags(coordination_outage_timeout=2, group='orc')
+        resources = [('instance', 'i1'), ('port', 'p1'), ('volume', 'v1')]
+        self.coordinator.acquire(uuids.flow, resources, timeout=0)
+        self._freeze_zookeeper()
+        t0 = time.monotonic()
+        exc = self.assertRaises(orc_exc.CoordinationUnavailable,
+                                self.coordinator.release, uuids.flow,
+                                resources)
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertIn('127.0.0.1:%s' % self.port, str(exc))
+        os.kill(self._pid(), signal.SIGCONT)
+        self.assertEqual(uuids.flow,
+                         self.coordinator.holder('instance', 'i1')['owner'])
+        # the flow has ended: the next flow breaks its leftovers
+        self.coordinator.stale_owner = lambda owner: owner == uuids.flow
+        self.coordinator.acquire(uuids.flow_b, resources, timeout=0)
+        self.assertEqual(uuids.flow_b,
+                         self.coordinator.holder('volume', 'v1')['owner'])
 
 
 class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
