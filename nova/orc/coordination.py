@@ -9,7 +9,8 @@ so two flows can never deadlock on each other.
 
 On ZooKeeper a lock node carries a child naming its owner, created with it,
 so that a release deletes only the very node its owner created (see
-:class:`ZooKeeperCoordinator`).
+:class:`ZooKeeperCoordinator`). The coordinator also reports on this
+process's ZooKeeper session (:meth:`Coordinator.add_session_listener`).
 
 ``memory://`` is the same contract inside one process (all-in-one default,
 unit tests); every :class:`MemoryCoordinator` of one process with the same URL
@@ -20,6 +21,9 @@ Resources are ``(kind, id)`` pairs of strings, e.g. ``('instance', uuid)``,
 """
 
 import json
+import os
+import queue
+import random
 import threading
 import time
 import urllib.parse
@@ -27,6 +31,7 @@ import urllib.parse
 from kazoo import client as kazoo_client
 from kazoo import exceptions as kazoo_exc
 from kazoo.handlers import threading as kazoo_threading
+from kazoo.protocol import states as kazoo_states
 from kazoo import retry as kazoo_retry
 from oslo_log import log as logging
 from oslo_utils import excutils
@@ -61,6 +66,13 @@ class Coordinator:
     ``resources`` an iterable of ``(kind, id)`` string pairs.
     """
 
+    #: the started :class:`kazoo.client.KazooClient` of the ZooKeeper
+    #: backend (None before :meth:`start`, after :meth:`stop`, and always
+    #: for ``memory://``). Build TaskFlow's ZooKeeper job board on it
+    #: (``client=coordinator.client``) so that job claims share the session
+    #: :meth:`add_session_listener` reports on.
+    client = None
+
     def __init__(self, conductor_id, stale_owner=None):
         #: identifies this process in lock records (``CONF.host``)
         self.conductor_id = conductor_id
@@ -68,12 +80,48 @@ class Coordinator:
         #: and its locks are leftovers (its release was lost, e.g. in a
         #: ZooKeeper outage); such locks are broken instead of blocking
         self.stale_owner = stale_owner
+        self._session_listeners = []
 
     def start(self):
         """Connect. :raises CoordinationUnavailable: backend unreachable."""
 
     def stop(self):
         """Disconnect; locks stay (they belong to jobs, not processes)."""
+
+    def add_session_listener(self, callback):
+        """Be told when this process's coordination session changes.
+
+        ``callback(state)`` is called with one of:
+
+        * ``'suspended'``: the connection to ZooKeeper is lost; the session
+          (and the ephemeral nodes of this process, e.g. job claims) may
+          still be alive. Do not start anything that needs them.
+        * ``'lost'``: the session expired (or was closed by the server):
+          every ephemeral node of this process is gone, so are its job
+          claims; another conductor may already have claimed those jobs.
+        * ``'connected'``: connected again. After ``'suspended'`` alone it
+          is the same session; after ``'lost'`` it is a NEW session
+          (:meth:`session_id` changed) holding no claims.
+
+        Callbacks run on a thread of the coordinator's own, one at a time
+        and in the order of the events, never on kazoo's connection thread:
+        a slow or blocking callback delays the callbacks after it, not
+        ZooKeeper traffic. An exception in a callback is logged and
+        ignored. Callbacks added before :meth:`start` take effect at start;
+        the first connection and :meth:`stop` are not reported.
+        ``memory://`` never calls them (an in-process session cannot be
+        lost).
+
+        :param callback: ``callable(str) -> None``
+        """
+        self._session_listeners.append(callback)
+
+    def session_id(self):
+        """This process's coordination session: an int, or None while
+        there is none (ZooKeeper: the kazoo session id, None before start,
+        after stop and while disconnected; ``memory://``: a constant of
+        this process)."""
+        raise NotImplementedError()
 
     def acquire(self, owner, resources, timeout=None):
         """Lock every resource for ``owner``, all or nothing.
@@ -160,6 +208,9 @@ def _locks_entry(kind, rid, record):
     return entry
 
 
+_MEMORY_SESSIONS = {}
+
+
 class MemoryCoordinator(Coordinator):
     """In-process locks (``memory://``), shared by URL within the process."""
 
@@ -178,6 +229,14 @@ class MemoryCoordinator(Coordinator):
         with cls._tables_lock:
             for table in cls._tables.values():
                 table.clear()
+
+    def session_id(self):
+        """A random int drawn once per process (a forked worker draws its
+        own); see :meth:`Coordinator.session_id`."""
+        pid = os.getpid()
+        with self._tables_lock:
+            return _MEMORY_SESSIONS.setdefault(
+                pid, random.SystemRandom().getrandbits(63))
 
     def _try_acquire(self, owner, resources):
         with self._tables_lock:
@@ -206,6 +265,15 @@ class MemoryCoordinator(Coordinator):
         with self._tables_lock:
             return [_locks_entry(k, i, r)
                     for (k, i), r in sorted(self._locks.items())]
+
+
+#: kazoo connection states -> what :meth:`Coordinator.add_session_listener`
+#: callbacks receive
+_SESSION_STATES = {
+    kazoo_states.KazooState.SUSPENDED: 'suspended',
+    kazoo_states.KazooState.LOST: 'lost',
+    kazoo_states.KazooState.CONNECTED: 'connected',
+}
 
 
 def _failed_op(results):
@@ -262,6 +330,8 @@ class ZooKeeperCoordinator(Coordinator):
         self._known_parents = set()
         # per calling thread: the monotonic deadline of the current call
         self._local = threading.local()
+        # session states for the notifier thread (None: not started)
+        self._events = None
 
     def start(self):
         if self.client is not None:
@@ -287,6 +357,7 @@ class ZooKeeperCoordinator(Coordinator):
             raise orc_exc.CoordinationUnavailable(
                 reason='ZooKeeper %s: %s' % (self.hosts, e))
         self.client = client
+        self._start_notifier()
         try:
             self._retrying(self._ensure_path, self.base + '/locks')
         except Exception:
@@ -296,10 +367,63 @@ class ZooKeeperCoordinator(Coordinator):
                  self.base)
 
     def stop(self):
-        if self.client is not None:
-            self.client.stop()
-            self.client.close()
-            self.client = None
+        client, self.client = self.client, None
+        if client is None:
+            return
+        # our own stop is no lost session: stop listening first
+        client.remove_listener(self._on_state)
+        events, self._events = self._events, None
+        try:
+            client.stop()
+            client.close()
+        finally:
+            if events is not None:
+                events.put(None)
+
+    def session_id(self):
+        client = self.client
+        client_id = client.client_id if client is not None else None
+        return client_id[0] if client_id else None
+
+    # session listeners
+
+    def _start_notifier(self):
+        events = queue.Queue()
+        self._events = events
+        threading.Thread(target=self._notify, args=(events,), daemon=True,
+                         name='nova-orc-coordination-session').start()
+        self.client.add_listener(self._on_state)
+        state = self.client.state
+        if state != kazoo_states.KazooState.CONNECTED:
+            # it changed before the listener was in place
+            self._on_state(state)
+
+    def _on_state(self, state):
+        """kazoo's state listener: runs on kazoo's connection thread, so
+        it only queues the event for :meth:`_notify`."""
+        events = self._events
+        name = _SESSION_STATES.get(state)
+        if events is not None and name is not None:
+            events.put(name)
+
+    def _notify(self, events):
+        """The notifier thread: calls the session listeners, one event at
+        a time, until :meth:`stop` queues None."""
+        while True:
+            state = events.get()
+            if state is None:
+                return
+            if state == 'connected':
+                LOG.info('ZooKeeper %s: session %s connected', self.hosts,
+                         self.session_id())
+            else:
+                LOG.warning('ZooKeeper %s: session %s', self.hosts, state)
+            for callback in list(self._session_listeners):
+                try:
+                    callback(state)
+                except Exception:
+                    LOG.exception('Coordination session listener %r failed '
+                                  'on %s', callback, state)
 
     # bounded calls
 

@@ -15,6 +15,7 @@ import threading
 import time
 from unittest import mock
 
+from kazoo import client as kazoo_client
 from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
 
@@ -32,6 +33,18 @@ def _wait_for(predicate, timeout, what):
         if time.monotonic() > deadline:
             raise AssertionError('%s: not within %s s' % (what, timeout))
         time.sleep(0.05)
+
+
+def _expire_session(coordinator):
+    """Make ZooKeeper end ``coordinator``'s session as if its process had
+    hung past the session timeout: a second connection takes the session
+    over and closes it (kazoo's own tests do the same)."""
+    session_id, password = coordinator.client.client_id
+    thief = kazoo_client.KazooClient(
+        hosts=coordinator.hosts, client_id=(session_id, password))
+    thief.start(timeout=10)
+    thief.stop()
+    thief.close()
 
 
 class _LockContract:
@@ -230,6 +243,21 @@ class ZooKeeperOutageTest(test.NoDBTestCase):
         self.assertEqual(uuids.flow_b,
                          self.coordinator.holder('volume', 'v1')['owner'])
 
+    def test_suspension_is_reported_and_the_session_survives(self):
+        events = []
+        self.coordinator.add_session_listener(events.append)
+        session = self.coordinator.session_id()
+        self.assertIsInstance(session, int)
+        self._stop_zookeeper()
+        _wait_for(lambda: events, 30, 'suspended reported')
+        self.assertEqual(['suspended'], events)
+        self.assertIsNone(self.coordinator.session_id())
+        self._zookeeper('start')
+        _wait_for(lambda: len(events) > 1, 30, 'connected reported')
+        # the server kept the session (30 s timeout): same session, no loss
+        self.assertEqual(['suspended', 'connected'], events)
+        self.assertEqual(session, self.coordinator.session_id())
+
 
 class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
 
@@ -239,6 +267,17 @@ class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
 
     def write_record(self, kind, rid, record):
         self.a._locks[(kind, rid)] = record
+
+    def test_session_is_the_process(self):
+        events = []
+        self.a.add_session_listener(events.append)
+        self.a.start()
+        self.a.acquire(uuids.flow_a, [('instance', 'i1')])
+        self.a.stop()
+        self.assertEqual([], events)
+        self.assertIsInstance(self.a.session_id(), int)
+        self.assertEqual(self.a.session_id(), self.b.session_id())
+        self.assertIsNone(self.a.client)
 
 
 class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
@@ -353,3 +392,33 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.assertTrue(raced)
         self.assertEqual([uuids.flow_b] * 3,
                          [l['owner'] for l in self.a.list_locks()])
+
+    def test_lost_session_is_reported_then_a_new_one(self):
+        c = self.make('conductor-c')
+        blocked = threading.Event()
+        events = []
+
+        def slow_listener(state):
+            # a callback that blocks must not hold up kazoo
+            blocked.wait(30)
+        c.add_session_listener(slow_listener)
+        c.add_session_listener(events.append)
+        c.acquire(uuids.flow_c, [('instance', 'i1')])
+        session = c.session_id()
+        self.assertIsInstance(session, int)
+        _expire_session(c)
+        _wait_for(lambda: c.session_id() not in (None, session), 30,
+                  'new session while a listener blocks')
+        c.acquire(uuids.flow_c, [('instance', 'i2')], timeout=0)
+        self.assertEqual([], events)
+        blocked.set()
+        _wait_for(lambda: len(events) == 3, 30, 'three events')
+        self.assertEqual(['suspended', 'lost', 'connected'], events)
+        # locks belong to the job, not to the session
+        self.assertEqual(uuids.flow_c,
+                         self.a.holder('instance', 'i1')['owner'])
+        # stopping is no loss
+        c.stop()
+        time.sleep(0.2)
+        self.assertEqual(3, len(events))
+        self.assertIsNone(c.session_id())
