@@ -10,7 +10,10 @@ so two flows can never deadlock on each other.
 On ZooKeeper a lock node carries a child naming its owner, created with it,
 so that a release deletes only the very node its owner created (see
 :class:`ZooKeeperCoordinator`). The coordinator also reports on this
-process's ZooKeeper session (:meth:`Coordinator.add_session_listener`).
+process's ZooKeeper session (:meth:`Coordinator.add_session_listener`) and
+lends its kazoo client to TaskFlow's ZooKeeper job board, whose ephemeral
+claims live and die with that session; a claim's fencing token is its
+node's creation zxid (:meth:`Coordinator.claim_token`).
 
 ``memory://`` is the same contract inside one process (all-in-one default,
 unit tests); every :class:`MemoryCoordinator` of one process with the same URL
@@ -121,6 +124,20 @@ class Coordinator:
         there is none (ZooKeeper: the kazoo session id, None before start,
         after stop and while disconnected; ``memory://``: a constant of
         this process)."""
+        raise NotImplementedError()
+
+    def claim_token(self, path):
+        """The fencing token of a job claim: the creation zxid
+        (``stat.czxid``, an int) of the ZooKeeper node ``path``, e.g. a
+        TaskFlow job's ``job.lock_path``. Every later claim of the job has a
+        larger token, so host-side steps can reject an older claimer.
+
+        :param path: str, absolute ZooKeeper path
+        :returns: int, or None when the node does not exist (claim gone)
+        :raises nova.orc.exception.CoordinationUnavailable: ZooKeeper
+            unreachable for ``[orc] coordination_outage_timeout``
+        :raises NotImplementedError: ``memory://`` (no nodes, no claims)
+        """
         raise NotImplementedError()
 
     def acquire(self, owner, resources, timeout=None):
@@ -238,6 +255,11 @@ class MemoryCoordinator(Coordinator):
             return _MEMORY_SESSIONS.setdefault(
                 pid, random.SystemRandom().getrandbits(63))
 
+    def claim_token(self, path):
+        """Not available: ``memory://`` has no job claims (raises
+        NotImplementedError); see :meth:`Coordinator.claim_token`."""
+        raise NotImplementedError('memory:// coordination has no claim nodes')
+
     def _try_acquire(self, owner, resources):
         with self._tables_lock:
             for kind, rid in resources:
@@ -313,6 +335,8 @@ class ZooKeeperCoordinator(Coordinator):
       missing and nothing is deleted. (The version alone cannot tell:
       every lock node is at version 0.) Lock nodes without a marker
       (written before markers existed) are deleted by version alone.
+    * ``jobs``: left to TaskFlow's ZooKeeper job board, which also uses
+      its sibling ``.trash`` (see :attr:`Coordinator.client`).
 
     Every call returns or raises within ``[orc] coordination_outage_timeout``
     (at least :data:`MIN_OPERATION_WAIT`), whether ZooKeeper is down or
@@ -384,6 +408,11 @@ class ZooKeeperCoordinator(Coordinator):
         client = self.client
         client_id = client.client_id if client is not None else None
         return client_id[0] if client_id else None
+
+    def claim_token(self, path):
+        self._check_started()
+        stat = self._retrying(self._exists, path)
+        return stat.czxid if stat is not None else None
 
     # session listeners
 
@@ -518,6 +547,9 @@ class ZooKeeperCoordinator(Coordinator):
         if kind not in self._known_parents:
             self._ensure_path('%s/locks/%s' % (self.base, kind))
             self._known_parents.add(kind)
+
+    def _exists(self, path):
+        return self._wait(self.client.exists_async(path))
 
     def _read(self, path):
         """``(record, stat)`` of a lock node, ``(None, None)`` if absent; a

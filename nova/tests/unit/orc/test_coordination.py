@@ -18,6 +18,9 @@ from unittest import mock
 from kazoo import client as kazoo_client
 from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
+from taskflow import exceptions as tf_exc
+from taskflow.jobs.backends import impl_zookeeper
+from taskflow import states as tf_states
 
 from nova.orc import coordination
 from nova.orc import exception as orc_exc
@@ -278,6 +281,7 @@ class MemoryCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.assertIsInstance(self.a.session_id(), int)
         self.assertEqual(self.a.session_id(), self.b.session_id())
         self.assertIsNone(self.a.client)
+        self.assertRaises(NotImplementedError, self.a.claim_token, '/x')
 
 
 class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
@@ -422,3 +426,45 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         time.sleep(0.2)
         self.assertEqual(3, len(events))
         self.assertIsNone(c.session_id())
+
+    def test_jobboard_claim_lives_and_dies_with_the_session(self):
+        # the contract the orchestrator builds on: jobs on TaskFlow's
+        # ZooKeeper job board sharing the coordinator's client; a claim is
+        # an ephemeral node of the claimer's session, its fencing token the
+        # node's creation zxid
+        def board(coordinator):
+            jobboard = impl_zookeeper.ZookeeperJobBoard(
+                coordinator.conductor_id,
+                {'path': self.chroot + '/jobs', 'check_compatible': False},
+                client=coordinator.client)
+            jobboard.connect()
+            self.addCleanup(jobboard.close)
+            return jobboard
+
+        def job_on(jobboard, uuid):
+            return {j.uuid: j for j in jobboard.iterjobs(
+                ensure_fresh=True)}[uuid]
+        c = self.make('conductor-c')
+        posted = board(self.a).post('boot', details={'flow': uuids.flow})
+        board_c = board(c)
+        job_c = job_on(board_c, posted.uuid)
+        board_c.claim(job_c, 'conductor-c')
+        stat = self.a.client.exists(job_c.lock_path)
+        self.assertEqual(c.session_id(), stat.ephemeralOwner)
+        token = c.claim_token(job_c.lock_path)
+        self.assertEqual(stat.czxid, token)
+        board_b = board(self.b)
+        job_b = job_on(board_b, posted.uuid)
+        self.assertEqual(tf_states.CLAIMED, job_b.state)
+        self.assertRaises(tf_exc.UnclaimableJob, board_b.claim, job_b,
+                          'conductor-b')
+        # conductor c hangs past its session timeout: its claim vanishes
+        _expire_session(c)
+        _wait_for(lambda: self.b.claim_token(job_b.lock_path) is None, 30,
+                  'claim of the expired session gone')
+        self.assertEqual(tf_states.UNCLAIMED, job_b.state)
+        board_b.claim(job_b, 'conductor-b')
+        self.assertGreater(self.b.claim_token(job_b.lock_path), token)
+        self.assertEqual('conductor-b', board_b.find_owner(job_b))
+        # the coordinator still owns its client: the boards did not stop it
+        self.assertTrue(self.b.client.connected)
