@@ -21,18 +21,15 @@ def main(argv=None):
     parser.add_argument('-v', '--verbose', action='store_true')
     parser.add_argument('tests', nargs='+', metavar='TEST_ID')
     args = parser.parse_args(argv)
+    from nova.tests.functional.orc import fixtures
     if not args.stock:
-        from nova.tests.functional.orc import fixtures
         fixtures.install()
     label = 'stock' if args.stock else 'orc'
-    from nova.orc import engine
-    counts_before = dict(engine.RUN_COUNTS)
-    _passed, failed, _skipped = testrun.run(label, args.tests,
-                                            verbose=args.verbose,
-                                            before_summary=lambda: print(
-        '%s: flows run (name, end state): %s' % (label, sorted(
-            (k, v - counts_before.get(k, 0))
-            for k, v in engine.RUN_COUNTS.items()))))
+    _passed, failed, _skipped = testrun.run(
+        label, args.tests, verbose=args.verbose,
+        before_summary=lambda: print(
+            '%s: flows run (name, end state): %s' % (
+                label, sorted(fixtures.FlowTracker.finished.items()))))
     return 1 if failed else 0
 
 

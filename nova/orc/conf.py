@@ -45,8 +45,12 @@ orc_opts = [
         'zookeeper_session_timeout',
         default=10.0,
         min=1.0,
-        help='ZooKeeper session timeout in seconds (the server clamps it '
-             'to [2, 20] x its tickTime).'),
+        help='ZooKeeper session timeout in seconds: how long a silent '
+             'conductor is trusted. When its session expires its job claims '
+             'vanish and other conductors resume its flows; a long step '
+             '(spawn) keeps its claim because the conductor stays '
+             'connected, not because the step ended. The server clamps it '
+             'to [2, 20] x its tickTime.'),
     cfg.FloatOpt(
         'zookeeper_connect_timeout',
         default=15.0,
@@ -74,6 +78,17 @@ orc_opts = [
              'Unset: the Nova API database (``[api_database] connection``) '
              'through Nova\'s own engine facade.'),
     cfg.StrOpt(
+        'secret_key',
+        secret=True,
+        default=None,
+        help='Passphrase sealing the secrets of a request (admin password, '
+             'injected files) into its flow journal, so that a conductor '
+             'resuming the flow after another died can still spawn with '
+             'them. Must be the same on every conductor. Unset: secrets '
+             'stay in the memory of the conductor that took the request, '
+             'and a flow resumed elsewhere before its spawn reverts with a '
+             'fault saying why.'),
+    cfg.StrOpt(
         'engine',
         default='parallel',
         choices=[('parallel', 'independent tasks (networks, block devices) '
@@ -84,8 +99,18 @@ orc_opts = [
         'max_workers',
         default=16,
         min=1,
-        help='Threads (or green threads) shared by all parallel engines of '
-             'one conductor to run independent tasks.'),
+        help='Jobs (flow runs) one conductor process runs at once; the '
+             'independent tasks inside them share a pool of the same size. '
+             'More jobs wait on the job board for a free worker here or '
+             'another conductor.'),
+    cfg.IntOpt(
+        'max_resumes',
+        default=3,
+        min=0,
+        help='Automatic resumes of one job (after its conductor died or '
+             'its revert failed). Past this the job is quarantined: its '
+             'flow reverts, the instance goes to ERROR with a fault that '
+             'says why, and it is never resumed again.'),
 ]
 
 

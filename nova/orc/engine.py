@@ -1,36 +1,64 @@
-"""The orchestrator: runs journaled flows with locks, inside nova-conductor.
+"""The orchestrator: journaled flows run as jobs, inside nova-conductor.
 
-One :class:`Orchestrator` per conductor process. It owns the coordination
-backend (locks), the journal backend (TaskFlow persistence), the orc compute
-RPC client and one executor shared by the parallel engines. For each
-operation it creates a logbook and flow detail in the journal, loads the
-flow built by the operation's factory into a TaskFlow engine, injects
-secrets transiently (never journaled), records instance-action events
-through :class:`nova.orc.events.InstanceActionListener`, runs it, and
-releases the flow's locks when it has ended either way.
+One :class:`Orchestrator` per conductor process, generic over flows (a flow
+module of :mod:`nova.orc.flows` gives ``NAME``, ``VERSION``,
+``RESUMABLE_VERSIONS`` and the factory ``get_flow()``). It owns the
+coordination backend (locks, session), the job board, the journal backend
+(TaskFlow persistence), the orc compute RPC client and two executors: one
+runs jobs (``[orc] max_workers`` at once), one the parallel steps inside
+them.
+
+How an operation runs (DESIGN section 4):
+
+1. :meth:`Orchestrator.post` (called from an RPC handler, which returns at
+   once as stock's conductor does after its cast) writes the flow detail to
+   the journal: the factory in TaskFlow's ``meta['factory']`` form, the
+   flow's inputs (``meta['store']``) and the secret-free request context.
+   Secrets stay in this process's memory. Then it posts a job naming the
+   flow on the board.
+2. The conductor loop of every orchestrator watches the board and claims
+   jobs: its own at once, others' only when their poster is gone (a job
+   left unclaimed by a dead conductor). The claim's fencing token goes with
+   every host-side call of the run.
+3. :meth:`Orchestrator._run_claimed` rebuilds the flow from the journal
+   (``taskflow.engines.flow_from_detail``), binds the run to its tasks, and
+   runs it: a resumed flow runs only the atoms that had not finished.
+4. A flow that ended (SUCCESS or REVERTED) releases its locks and its job is
+   consumed. A flow whose claim was lost (the session expired: another
+   conductor takes over) is suspended and left alone. A flow that failed
+   to revert (FAILURE) keeps its locks and goes back to the board.
+5. A job resumed more than ``[orc] max_resumes`` times, or journaled by a
+   flow version this conductor cannot resume, is aborted: its next task
+   fails with :class:`nova.orc.exception.JobAborted` and the flow reverts to
+   stock's end state with a fault that says why.
 """
 
-import collections
 import contextlib
 import threading
-import weakref
+import time
 
 import futurist
 from oslo_concurrency import processutils
 from oslo_log import log as logging
+from oslo_utils import timeutils
 from oslo_utils import uuidutils
 import taskflow.engines
 from taskflow.listeners import logging as tf_logging
 from taskflow.persistence import models
 from taskflow import states
 
+from nova import context as nova_context
 import nova.conf
 from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import events
-from nova.orc.flows import boot
+from nova.orc import exception as orc_exc
+from nova.orc import flows
 from nova.orc.flows import names
+from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
+from nova.orc.persistence import secrets
+from nova.orc.tasks import base as task_base
 from nova import utils
 
 CONF = nova.conf.CONF
@@ -43,10 +71,16 @@ CONTEXT_FIELDS = ('user_id', 'project_id', 'domain_id', 'user_domain_id',
                   'request_id', 'global_request_id', 'user_name',
                   'project_name', 'remote_address', 'timestamp')
 
+#: seconds between two scans of the board when no watch fired (a job whose
+#: poster died is found by the next scan)
+JOB_SCAN_INTERVAL = 1.0
 
-#: flows run by this process, by ``(flow name, end state)`` (for tools and
-#: tests proving that operations went through flows)
-RUN_COUNTS = collections.Counter()
+#: seconds before a job that ended in FAILURE (its revert failed) is tried
+#: again by this conductor
+FAILED_JOB_BACKOFF = 30.0
+
+#: flow states after which a job is consumed and its locks released
+ENDED = (states.SUCCESS, states.REVERTED)
 
 
 def journal_context(context):
@@ -55,8 +89,85 @@ def journal_context(context):
     return {k: data[k] for k in CONTEXT_FIELDS if k in data}
 
 
+def resumed_context(fields):
+    """A ``RequestContext`` for a flow resumed in another process.
+
+    The user's token is gone (never journaled): the context acts for the
+    user's project with the service's own credentials, as Nova's periodic
+    work does (``is_admin`` without a token makes Nova's neutron and cinder
+    clients use the ``[neutron]`` / ``[cinder]`` service credentials).
+
+    :param fields: the journaled :func:`journal_context` dict
+    """
+    context = nova_context.RequestContext.from_dict(dict(fields))
+    context.is_admin = True
+    return context
+
+
+def bind(flow, run):
+    """Give every nova-orc task of ``flow`` (a TaskFlow flow, subflows
+    included) the :class:`JobRun` it runs in."""
+    for node, _data in flow.iter_nodes():
+        if hasattr(node, 'iter_nodes'):
+            bind(node, run)
+        elif isinstance(node, task_base.OrcTask):
+            node.bind(run)
+
+
+def provided(flow, flow_detail, key):
+    """The journaled value of ``key`` provided by an atom of ``flow`` that
+    already succeeded in ``flow_detail``, or None (a resumed flow's
+    instance cell, for instance)."""
+    finished = {ad.name: ad.results for ad in flow_detail
+                if ad.state == states.SUCCESS}
+    for node, _data in flow.iter_nodes():
+        if hasattr(node, 'iter_nodes'):
+            value = provided(node, flow_detail, key)
+            if value is not None:
+                return value
+        elif key in node.provides and node.name in finished:
+            return finished[node.name]
+    return None
+
+
+class JobRun:
+    """One run of a claimed job in this conductor: what its tasks need.
+
+    :ivar orchestrator: the :class:`Orchestrator`
+    :ivar claim: the :class:`nova.orc.jobboard.Claim`
+    :ivar token: int fencing token sent with host-side calls
+    :ivar abort_reason: str or None; set, the next task to start fails with
+        :class:`nova.orc.exception.JobAborted` and the flow reverts
+    :ivar engine: the TaskFlow engine, once built
+    """
+
+    def __init__(self, orchestrator, claim, abort_reason=None):
+        self.orchestrator = orchestrator
+        self.claim = claim
+        self.token = claim.token
+        self.abort_reason = abort_reason
+        self.engine = None
+        self.lost = False
+        #: True when an earlier run of this job was claimed (a conductor
+        #: died or gave it back): tasks probe for what it already did
+        self.resumed = False
+
+    def check_not_aborted(self):
+        """:raises nova.orc.exception.JobAborted: when the job is aborted"""
+        if self.abort_reason:
+            raise orc_exc.JobAborted(flow_id=self.claim.flow_id,
+                                     reason=self.abort_reason)
+
+    def suspend(self, why):
+        """Stop starting atoms (the claim is lost or the conductor stops);
+        the atoms running finish, then the engine ends SUSPENDED."""
+        LOG.warning('Suspending flow %s: %s', self.claim.flow_id, why)
+        if self.engine is not None:
+            self.engine.suspend()
+
+
 class Orchestrator:
-    """Runs flows for one conductor.
+    """Runs journaled flows as jobs for one conductor.
 
     :param manager: the conductor's ``ComputeTaskManager`` (stock helpers
         the tasks call)
@@ -66,30 +177,63 @@ class Orchestrator:
         :class:`nova.orc.persistence.backend.JournalBackend`
     """
 
-    #: every live orchestrator of the process (tests stop them at clean-up)
-    instances = weakref.WeakSet()
-
     def __init__(self, manager, coordinator=None, backend=None):
-        self.instances.add(self)
         self.manager = manager
-        self.backend = backend or journal.JournalBackend(
-            deferred=boot.QUICK_ATOMS)
+        self.backend = backend or journal.JournalBackend()
         self.coordinator = (coordinator or coordination.coordinator_from_conf(
             stale_owner=self.flow_ended))
+        #: this process's claim owner name (unique per process)
+        self.owner = jobboard.conductor_name(CONF.host)
+        self.board = jobboard.board_from_coordinator(
+            self.coordinator, self.owner, CONF.orc.coordination_url)
+        self.board.on_abort = self._on_abort_request
         self.compute_rpcapi = orc_rpcapi.OrcComputeAPI()
-        self._executor = None
-        self._executor_lock = threading.Lock()
+        self._lock = threading.Lock()
+        #: transient inputs (secrets, the user's context) of flows posted
+        #: here and not yet started, by flow id
+        self._transient = {}
+        #: runs in progress here, by flow id
+        self._runs = {}
+        #: flow id -> monotonic time before which a failed job is not
+        #: claimed again by this conductor
+        self._backoff = {}
         self._started = False
+        self._stopping = threading.Event()
+        self._loop = None
+        self._job_executor = None
+        self._task_executor = None
 
+    # ---------------------------------------------------------- lifecycle
     def start(self):
-        """Connect to the coordination backend.
+        """Connect to the coordination backend and start taking jobs.
 
         :raises nova.orc.exception.CoordinationUnavailable: unreachable
         """
-        if not self._started:
+        with self._lock:
+            if self._started:
+                return
             self._warn_if_locks_are_not_shared()
             self.coordinator.start()
+            self.coordinator.add_session_listener(self._on_session_change)
+            self.board.connect()
+            self._stopping.clear()
+            self._job_executor = self._executor(CONF.orc.max_workers)
+            self._task_executor = self._executor(CONF.orc.max_workers)
+            # a green thread when Nova runs monkey-patched
+            self._loop = threading.Thread(
+                target=self._conductor_loop, name='nova-orc-jobs',
+                daemon=True)
+            self._loop.start()
             self._started = True
+        LOG.info('nova-orc conductor %s takes jobs (at most %d at once)',
+                 self.owner, CONF.orc.max_workers)
+
+    @staticmethod
+    def _executor(size):
+        """Green threads when Nova runs monkey-patched, threads otherwise."""
+        if utils.concurrency_mode_threading():
+            return futurist.ThreadPoolExecutor(max_workers=size)
+        return futurist.GreenThreadPoolExecutor(max_workers=size)
 
     def _warn_if_locks_are_not_shared(self):
         """memory:// locks live in one process: with several conductor
@@ -102,21 +246,317 @@ class Orchestrator:
         workers = CONF.conductor.workers or processutils.get_worker_count()
         if workers <= 1:
             return False
-        LOG.warning('[orc] coordination_url = %s keeps locks inside one '
-                    'process, but [conductor] workers = %d: flows in '
-                    'different workers will not see each other\'s locks. '
-                    'Set [orc] coordination_url = zookeeper://... (or '
-                    '[conductor] workers = 1).',
-                    CONF.orc.coordination_url, workers)
+        LOG.warning('[orc] coordination_url = %s keeps locks and jobs inside '
+                    'one process, but [conductor] workers = %d: flows in '
+                    'different workers will not see each other\'s locks and '
+                    'no worker resumes another\'s flows. Set [orc] '
+                    'coordination_url = zookeeper://... (or [conductor] '
+                    'workers = 1).', CONF.orc.coordination_url, workers)
         return True
 
-    def stop(self):
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
-        self.coordinator.stop()
-        self._started = False
+    def drain(self):
+        """Stop claiming jobs; runs in progress go on."""
+        self._stopping.set()
+        self.board.changed.set()
 
+    def wait_for_runs(self, timeout):
+        """Wait up to ``timeout`` seconds for the runs in progress here to
+        end; returns at once when there are none."""
+        deadline = time.monotonic() + timeout
+        while self._runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def stop(self, timeout=0.0):
+        """Stop taking jobs; wait up to ``timeout`` seconds for the runs in
+        progress, then suspend the rest and give their jobs back to the
+        board (another conductor, or this one restarted, resumes them).
+        Locks stay: they belong to the jobs."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+        self.drain()
+        self.wait_for_runs(timeout)
+        for run in list(self._runs.values()):
+            run.suspend('conductor %s stopping' % self.owner)
+        self.wait_for_runs(10)
+        for executor in (self._job_executor, self._task_executor):
+            executor.shutdown(wait=False)
+        self.board.close()
+        self.coordinator.stop()
+
+    def _on_session_change(self, state):
+        """Coordination session events (kazoo's SUSPENDED/LOST/CONNECTED).
+        A lost session took our claims with it: another conductor may
+        already run these flows, so ours stop starting atoms (their host
+        calls are fenced anyway)."""
+        if state == 'lost':
+            for run in list(self._runs.values()):
+                run.lost = True
+                run.suspend('coordination session lost: the job may be '
+                            'claimed by another conductor')
+        elif state == 'connected':
+            self.board.changed.set()
+
+    def _on_abort_request(self, flow_id, reason):
+        """An operator asked to abort a job (``nova-orc job abort``): a run
+        of it here stops at its next task and reverts."""
+        run = self._runs.get(flow_id)
+        if run is not None:
+            LOG.warning('Aborting flow %s at its next task: %s', flow_id,
+                        reason)
+            run.abort_reason = 'aborted by an operator: %s' % reason
+
+    # ------------------------------------------------------------ posting
+    def post(self, context, module, store, transient, instance_uuid,
+             display_name=None):
+        """Journal a flow and post its job; returns at once.
+
+        :param context: RequestContext of the API request
+        :param module: the flow module (e.g. :mod:`nova.orc.flows.boot`)
+        :param store: the flow's persisted inputs, JSON-serialisable
+        :param transient: inputs never journaled (secrets): dict
+        :param instance_uuid: str
+        :param display_name: server name (``nova-orc flow show NAME``)
+        :returns: the flow id (flow detail uuid)
+        :raises: any journal or coordination error; nothing is left to run
+            then (the caller gives the request stock's failure end state)
+        """
+        self.start()
+        flow_id = uuidutils.generate_uuid()
+        book = models.LogBook('%s-%s' % (module.NAME, instance_uuid))
+        flow_detail = models.FlowDetail(module.NAME, flow_id)
+        taskflow.engines.save_factory_details(flow_detail, module.get_flow,
+                                              [], {})
+        flow_detail.meta.update({
+            'operation': module.NAME, 'version': module.VERSION,
+            'instance_uuid': instance_uuid, 'display_name': display_name,
+            'conductor': CONF.host, 'request_id': context.request_id,
+            'context': journal_context(context), 'claims': 0,
+            'secrets_given': any(transient.values()),
+            'sealed_secrets': secrets.seal(transient),
+            'store': dict(store, **{names.FLOW_ID: flow_id})})
+        book.add(flow_detail)
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            conn.save_logbook(book)
+        with self._lock:
+            self._transient[flow_id] = dict(transient,
+                                            **{names.CONTEXT: context})
+        try:
+            self.board.post(flow_id, book, {
+                'operation': module.NAME, 'instance_uuid': instance_uuid,
+                'book': book.uuid, 'posted_by': self.owner})
+        except Exception:
+            with self._lock:
+                self._transient.pop(flow_id, None)
+            self._end_unposted(flow_detail)
+            raise
+        return flow_id
+
+    def _end_unposted(self, flow_detail):
+        """A flow journaled but never posted ends REVERTED (it did
+        nothing), so that no tool reports it as pending."""
+        flow_detail.state = states.REVERTED
+        try:
+            with contextlib.closing(self.backend.get_connection()) as conn:
+                conn.update_flow_details(flow_detail)
+        except Exception:
+            LOG.exception('Could not end unposted flow %s', flow_detail.uuid)
+
+    # ---------------------------------------------------- conductor loop
+    def _conductor_loop(self):
+        """Claim jobs while running: woken by the board, or every
+        :data:`JOB_SCAN_INTERVAL` seconds."""
+        while not self._stopping.is_set():
+            self.board.changed.wait(JOB_SCAN_INTERVAL)
+            self.board.changed.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self._claim_jobs()
+            except Exception:
+                LOG.exception('nova-orc conductor %s: claiming jobs failed',
+                              self.owner)
+                self._stopping.wait(JOB_SCAN_INTERVAL)
+
+    def _may_claim(self, job):
+        flow_id, posted_by = self.board.job_identity(job)
+        with self._lock:
+            if flow_id in self._runs:
+                return False
+            if self._backoff.get(flow_id, 0) > time.monotonic():
+                return False
+        # a job's poster runs it, unless the poster is gone
+        return posted_by == self.owner or not self.board.is_alive(posted_by)
+
+    def _claim_jobs(self):
+        for job in self.board.claimable():
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                if len(self._runs) >= CONF.orc.max_workers:
+                    return
+            if not self._may_claim(job):
+                continue
+            claim = self.board.claim(job)
+            if claim is None:
+                continue
+            run = JobRun(self, claim)
+            with self._lock:
+                self._runs[claim.flow_id] = run
+            self._job_executor.submit(self._run_job, run)
+
+    def _run_job(self, run):
+        flow_id = run.claim.flow_id
+        try:
+            self._run_claimed(run)
+        except Exception:
+            LOG.exception('Job of flow %s could not run; giving it back to '
+                          'the board', flow_id)
+            with self._lock:
+                self._backoff[flow_id] = time.monotonic() + FAILED_JOB_BACKOFF
+            self.board.abandon(run.claim)
+        finally:
+            with self._lock:
+                self._runs.pop(flow_id, None)
+            self.board.changed.set()
+
+    # ---------------------------------------------------------- running
+    def _run_claimed(self, run):
+        """Load the claimed job's flow from the journal and run it."""
+        flow_id = run.claim.flow_id
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            flow_detail = conn.get_flow_details(flow_id)
+            book = conn.get_logbook(run.claim.details['book'], lazy=True)
+            meta = flow_detail.meta
+            if flow_detail.state in ENDED:
+                # ended, but its job was not consumed (died in between)
+                self._finish(run, flow_detail.state, meta)
+                return
+            meta['claims'] = meta.get('claims', 0) + 1
+            meta['claimed_at'] = timeutils.utcnow().isoformat()
+            meta['conductor'] = CONF.host
+            run.resumed = meta['claims'] > 1
+            run.abort_reason = self._abort_reason(flow_detail)
+            conn.update_flow_details(flow_detail)
+        with self._lock:
+            transient = self._transient.pop(flow_id, None)
+        if transient is None:
+            context = resumed_context(meta['context'])
+            transient = self._unseal(run, flow_detail)
+            LOG.info('Resuming flow %s (%s of instance %s, claim %d) with '
+                     'service credentials for project %s', flow_id,
+                     flow_detail.name, meta['instance_uuid'], meta['claims'],
+                     context.project_id)
+        else:
+            context = transient.pop(names.CONTEXT)
+        module = flows.FACTORIES[flow_detail.name]
+        flow = taskflow.engines.flow_from_detail(flow_detail)
+        bind(flow, run)
+        engine = taskflow.engines.load(
+            flow, flow_detail=flow_detail, book=book, backend=self.backend,
+            **self._engine_options())
+        secrets = {key: transient.get(key) for key in module.SECRETS}
+        engine.storage.inject(dict(meta['store'], **secrets,
+                                   **{names.CONTEXT: context}),
+                              transient=True)
+        run.engine = engine
+        if run.lost or self._stopping.is_set():
+            run.suspend('claimed while stopping')
+        listener = events.InstanceActionListener(
+            engine, context, meta['instance_uuid'], CONF.host,
+            cell_uuid=provided(flow, flow_detail, names.CELL_UUID))
+        try:
+            with listener, tf_logging.DynamicLoggingListener(engine, log=LOG):
+                engine.run()
+        except Exception as e:
+            LOG.info('Flow %s (%s of instance %s) reverted: %s', flow_id,
+                     flow_detail.name, meta['instance_uuid'], e)
+        self._finish(run, engine.storage.get_flow_state(), meta)
+
+    def _abort_reason(self, flow_detail):
+        """Why a claimed job must not go on (str), or None."""
+        meta = flow_detail.meta
+        requested = self.board.abort_requested(flow_detail.uuid)
+        if requested:
+            return 'aborted by an operator: %s' % requested
+        module = flows.FACTORIES.get(flow_detail.name)
+        if module is None:
+            return 'no flow named %r in this conductor' % flow_detail.name
+        if meta.get('version') not in module.RESUMABLE_VERSIONS:
+            return ('journaled by %s flow version %s; this conductor runs '
+                    'version %s and resumes only %s' % (
+                        flow_detail.name, meta.get('version'), module.VERSION,
+                        list(module.RESUMABLE_VERSIONS)))
+        resumes = meta['claims'] - 1
+        if resumes > CONF.orc.max_resumes:
+            return ('resumed %d times, more than [orc] max_resumes = %d: '
+                    'the job is quarantined and reverted' % (
+                        resumes, CONF.orc.max_resumes))
+        return None
+
+    @staticmethod
+    def _unseal(run, flow_detail):
+        """The secrets of a flow resumed here, from its sealed copy
+        (:mod:`nova.orc.persistence.secrets`). When they cannot be had and
+        an atom that needs them has not finished, the run is aborted with
+        the reason; returns ``{}`` then."""
+        meta = flow_detail.meta
+        if not meta.get('secrets_given'):
+            return {}
+        reason = None
+        if meta.get('sealed_secrets'):
+            try:
+                return secrets.unseal(meta['sealed_secrets'])
+            except ValueError as e:
+                reason = str(e)
+        else:
+            reason = ('they were not sealed into the journal ([orc] '
+                      'secret_key unset when the request came)')
+        module = flows.FACTORIES[flow_detail.name]
+        done = {ad.name for ad in flow_detail if ad.state == states.SUCCESS}
+        pending = [a for a in module.SECRET_CONSUMERS if a not in done]
+        if pending and not run.abort_reason:
+            run.abort_reason = (
+                'the secrets of the request (%s), needed by %s, cannot be '
+                'recovered by the conductor resuming the flow: %s' % (
+                    ', '.join(module.SECRETS), ', '.join(pending), reason))
+        return {}
+
+    def _engine_options(self):
+        if CONF.orc.engine == 'parallel':
+            return {'engine': 'parallel', 'executor': self._task_executor}
+        return {'engine': 'serial'}
+
+    def _finish(self, run, state, meta):
+        """After a run: release locks and consume the job when the flow
+        ended; otherwise give the job back (or leave it, claim lost)."""
+        flow_id = run.claim.flow_id
+        if state in ENDED:
+            resources = [tuple(r) for r in meta['store'].get(
+                names.LOCK_RESOURCES, ())]
+            try:
+                self.coordinator.release(flow_id, resources)
+            except orc_exc.CoordinationUnavailable as e:
+                # the flow's result stands; a later acquire breaks these
+                # locks since the journal says the flow ended
+                LOG.warning('Flow %s ended %s but its locks could not be '
+                            'released now: %s', flow_id, state, e)
+            self.board.consume(run.claim)
+            return
+        if not self.board.still_owned(run.claim):
+            LOG.warning('Flow %s stopped in state %s after its claim was '
+                        'lost; its new owner goes on', flow_id, state)
+            return
+        if state != states.SUSPENDED:
+            LOG.error('Flow %s ended %s (a revert failed): its locks stay '
+                      'and its job goes back to the board to be resumed',
+                      flow_id, state)
+            with self._lock:
+                self._backoff[flow_id] = time.monotonic() + FAILED_JOB_BACKOFF
+        self.board.abandon(run.claim)
+
+    # ------------------------------------------------------------- queries
     def flow_ended(self, flow_id):
         """True when the journal says flow ``flow_id`` ended (SUCCESS or
         REVERTED): its locks are leftovers of a lost release. Unknown
@@ -127,73 +567,4 @@ class Orchestrator:
         except Exception:
             LOG.exception('Could not read the state of flow %s', flow_id)
             return False
-        return state in (states.SUCCESS, states.REVERTED)
-
-    def fencing_token(self, flow_id):
-        """Token sent with host-side steps of ``flow_id``. One conductor
-        per job: 0 until job claims hand out increasing tokens."""
-        return 0
-
-    @property
-    def executor(self):
-        """The executor shared by parallel engines (green threads when
-        Nova runs monkey-patched with eventlet, threads otherwise)."""
-        with self._executor_lock:
-            if self._executor is None:
-                if utils.concurrency_mode_threading():
-                    self._executor = futurist.ThreadPoolExecutor(
-                        max_workers=CONF.orc.max_workers)
-                else:
-                    self._executor = futurist.GreenThreadPoolExecutor(
-                        max_workers=CONF.orc.max_workers)
-            return self._executor
-
-    def _engine_options(self):
-        if CONF.orc.engine == 'parallel':
-            return {'engine': 'parallel', 'executor': self.executor}
-        return {'engine': 'serial'}
-
-    def run_boot(self, context, instance_uuid, store, transient,
-                 display_name=None):
-        """Build one instance through the boot flow, journaled and locked.
-
-        :param context: RequestContext of the create request
-        :param instance_uuid: str
-        :param store: persisted flow inputs, JSON-serialisable (see
-            :func:`nova.orc.flows.boot.get_flow`)
-        :param transient: inputs never journaled (``context``,
-            ``admin_password``, ``injected_files``)
-        :param display_name: server name, kept in the flow meta so that
-            ``nova-orc flow show NAME`` finds it
-        :returns: the flow detail uuid
-        :raises: the failure that made the flow revert, after the revert
-        """
-        self.start()
-        flow_id = uuidutils.generate_uuid()
-        book = models.LogBook('%s-%s' % (boot.NAME, instance_uuid))
-        flow_detail = models.FlowDetail(boot.NAME, flow_id)
-        flow_detail.meta = {
-            'operation': boot.NAME, 'factory': boot.FACTORY,
-            'version': boot.VERSION, 'instance_uuid': instance_uuid,
-            'display_name': display_name, 'conductor': CONF.host,
-            'request_id': context.request_id,
-            'context': journal_context(context)}
-        book.add(flow_detail)
-        with contextlib.closing(self.backend.get_connection()) as conn:
-            conn.save_logbook(book)
-        store = dict(store, **{names.FLOW_ID: flow_id})
-        engine = taskflow.engines.load(
-            boot.get_flow(self), store=store, flow_detail=flow_detail,
-            book=book, backend=self.backend, **self._engine_options())
-        engine.storage.inject(dict(transient, **{names.CONTEXT: context}),
-                              transient=True)
-        listener = events.InstanceActionListener(
-            engine, context, instance_uuid, CONF.host)
-        try:
-            with listener, tf_logging.DynamicLoggingListener(engine, log=LOG):
-                engine.run()
-        finally:
-            RUN_COUNTS[(boot.NAME, engine.storage.get_flow_state())] += 1
-            self.coordinator.release(
-                flow_id, [tuple(r) for r in store[names.LOCK_RESOURCES]])
-        return flow_id
+        return state in ENDED

@@ -52,9 +52,12 @@ class InstanceActionListener(tf_listeners.Listener):
         the instance action)
     :param instance_uuid: str
     :param host: str recorded as the events' host (the conductor)
+    :param cell_uuid: the instance's cell when already known (a resumed
+        flow past ``create_record``), else None
     """
 
-    def __init__(self, engine, context, instance_uuid, host):
+    def __init__(self, engine, context, instance_uuid, host,
+                 cell_uuid=None):
         super().__init__(engine,
                          task_listen_for=tf_listeners.DEFAULT_LISTEN_FOR,
                          flow_listen_for=(),
@@ -62,7 +65,7 @@ class InstanceActionListener(tf_listeners.Listener):
         self.context = context
         self.instance_uuid = instance_uuid
         self.host = host
-        self.cell_uuid = None
+        self.cell_uuid = cell_uuid
         self.attempt = 1
         self._pending = []
         self._started = set()

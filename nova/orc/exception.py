@@ -50,6 +50,17 @@ class BuildRequestGone(exception.NovaException):
                 'before the instance was created; nothing to build')
 
 
+class JobAborted(exception.NovaException):
+    """A job is not going on: the flow reverts to stock's end state.
+
+    Raised by the first task a job would start after it was aborted: too
+    many automatic resumes (``[orc] max_resumes``), a flow version this
+    conductor cannot resume, secrets that cannot be recovered, or an
+    operator's ``nova-orc job abort``.
+    """
+    msg_fmt = _('Flow %(flow_id)s aborted: %(reason)s')
+
+
 class JournalNotFound(exception.NotFound):
     """No flow journal entry matches the given instance or flow."""
     msg_fmt = _('No flow found for %(ref)s')

@@ -3,11 +3,10 @@
 A stock ``ConductorManager`` whose compute-task endpoint (RPC namespace
 ``compute_task``, same version) is :class:`OrcComputeTaskManager`: the
 stock ``ComputeTaskManager`` with ``schedule_and_build_instances`` routed
-into the boot flow (:mod:`nova.orc.flows.boot`). Every other compute-task
-method, and every conductor method, is stock.
+into the boot flow (:mod:`nova.orc.flows.boot`), run as a job by the
+orchestrator (:mod:`nova.orc.engine`). Every other compute-task method, and
+every conductor method, is stock.
 """
-
-import concurrent.futures
 
 from oslo_log import log as logging
 
@@ -15,9 +14,9 @@ from nova.conductor import manager as conductor_manager
 import nova.conf
 from nova.orc import conf as orc_conf
 from nova.orc import engine
+from nova.orc.flows import boot
 from nova.orc.flows import names
 from nova.orc.tasks import locks
-from nova import thread_pool_factory
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -61,8 +60,11 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
         ``ComputeTaskManager.schedule_and_build_instances``. A request for
         several instances is scheduled once for all of them (as stock: all
         fit or none is built, and a scheduling failure buries them all in
-        cell0), then each instance runs its own flow with its host list;
-        their flows run concurrently.
+        cell0), then each instance gets its own flow with its host list.
+
+        Returns once the flows are journaled and their jobs posted, as stock
+        returns once it has cast the builds: the flows run on the job
+        executors of the conductors (:class:`nova.orc.engine.Orchestrator`).
         """
         if not CONF.orc.enabled or self._needs_stock_path(
                 request_specs, requested_networks):
@@ -96,7 +98,6 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
             names.TAGS: _primitive(tags),
             names.NUM_INSTANCES: len(build_requests),
         }
-        runs = []
         for build_request, spec, hosts in zip(build_requests, request_specs,
                                               preselected):
             uuid = spec.instance_uuid
@@ -107,25 +108,30 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
                 names.LOCK_RESOURCES: locks.boot_lock_resources(
                     uuid, requested_networks, block_device_mapping),
             })
-            runs.append((context, uuid, store, transient,
-                         build_request.instance.display_name))
-        if len(runs) == 1:
-            self._run_boot(*runs[0])
-            return
-        futures = [thread_pool_factory.spawn(self._run_boot, *run)
-                   for run in runs]
-        concurrent.futures.wait(futures)
+            try:
+                self.orchestrator.post(
+                    context, boot, store, transient, uuid,
+                    display_name=build_request.instance.display_name)
+            except Exception as exc:
+                # journal or coordination unavailable: nothing runs, so the
+                # request ends as stock's failures before a cell do
+                LOG.exception('Could not start the boot flow',
+                              instance_uuid=uuid)
+                self._fail_unposted_boot(context, exc, build_request, spec,
+                                         block_device_mapping, tags,
+                                         preselected=hosts is not None)
 
-    def _run_boot(self, context, instance_uuid, store, transient,
-                  display_name):
-        try:
-            self.orchestrator.run_boot(context, instance_uuid, store,
-                                       transient, display_name=display_name)
-        except Exception as e:
-            # the flow reverted to stock's end state (ERROR with a fault, or
-            # buried in cell0); schedule_and_build_instances is a cast
-            LOG.info('Boot flow of instance %s reverted: %s', instance_uuid,
-                     e)
+    def _fail_unposted_boot(self, context, exc, build_request, request_spec,
+                            block_device_mapping, tags, preselected):
+        """Stock's end state for a boot whose flow could not be started:
+        buried in cell0 with a fault (``_bury_in_cell0``), and the
+        allocations made for it when the request was scheduled here."""
+        if preselected:
+            self.report_client.delete_allocation_for_instance(
+                context, request_spec.instance_uuid, force=True)
+        self._bury_in_cell0(
+            context, request_spec, exc, build_requests=[build_request],
+            block_device_mapping=block_device_mapping, tags=tags)
 
 
 class OrcConductorManager(conductor_manager.ConductorManager):
@@ -148,6 +154,18 @@ class OrcConductorManager(conductor_manager.ConductorManager):
         super().init_host(service_ref)
         self.compute_task_mgr.orchestrator.start()
 
-    def cleanup_host(self):
-        super().cleanup_host()
-        self.compute_task_mgr.orchestrator.stop()
+    def set_shutdown_in_progress(self):
+        """Stop claiming jobs (stock: the service stops taking requests)."""
+        super().set_shutdown_in_progress()
+        self.compute_task_mgr.orchestrator.drain()
+
+    def graceful_shutdown(self, timeout):
+        """Give the flows running here up to half of ``timeout`` seconds to
+        end, then shut down as stock does
+        (``ConductorManager.graceful_shutdown``), then suspend the flows
+        still running: their jobs go back to the board for another
+        conductor, their locks stay."""
+        orchestrator = self.compute_task_mgr.orchestrator
+        orchestrator.wait_for_runs(timeout / 2.0)
+        super().graceful_shutdown(timeout)
+        orchestrator.stop()

@@ -20,7 +20,6 @@ import sys
 import time
 import unittest
 
-from nova.orc import engine as orc_engine
 from nova.orc.persistence import backend as journal
 from nova.tests.functional import integrated_helpers
 from nova.tests.functional.orc import fixtures as orc_fixtures
@@ -51,7 +50,7 @@ class BootBench(integrated_helpers._IntegratedTestBase):
     def test_boot(self):
         n = OPTIONS['servers']
         journal.STATS.reset()
-        before = sum(orc_engine.RUN_COUNTS.values())
+        before = sum(orc_fixtures.FlowTracker.finished.values())
         t0 = time.perf_counter()
         servers = [self.api.post_server(
             {'server': self._build_server(networks='none')})
@@ -59,7 +58,7 @@ class BootBench(integrated_helpers._IntegratedTestBase):
         for server in servers:
             self._wait_for_state_change(server, 'ACTIVE', max_retries=600)
         wall = time.perf_counter() - t0
-        flows = sum(orc_engine.RUN_COUNTS.values()) - before
+        flows = sum(orc_fixtures.FlowTracker.finished.values()) - before
         if OPTIONS['orc']:
             self.assertEqual(n, flows, 'every boot must run as a flow')
         RESULTS.append({'orc': OPTIONS['orc'], 'wall': wall, 'flows': flows,

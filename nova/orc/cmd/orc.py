@@ -8,12 +8,22 @@ Reads the same configuration files as Nova (``--config-file``,
     nova-orc flow list [--instance UUID] [--limit N]
     nova-orc flow show REF            REF: server uuid, server name or flow id
     nova-orc flow graph boot          DOT of a flow definition
-    nova-orc lock list                locks held in the coordination backend
+    nova-orc lock list                locks held, with their flow's owner
+    nova-orc job list                 jobs on the board: owner, age, resumes
+    nova-orc job show REF             one job and its flow's journal
+    nova-orc job abort REF [--reason TEXT]
+                                      revert the flow at its next task
+    nova-orc job resume REF           post a job again for a journaled flow
+                                      that has none (not ended)
+
+Job commands need ``[orc] coordination_url = zookeeper://...`` (the job
+board of ``memory://`` lives inside the conductor process).
 
 Exit status: 0 success, 1 not found or failed, 2 usage error.
 """
 
 import argparse
+import contextlib
 import sys
 import warnings
 
@@ -21,6 +31,7 @@ import warnings
 warnings.filterwarnings('ignore', message=r'\s*Eventlet is deprecated')
 
 from oslo_serialization import jsonutils
+from oslo_utils import timeutils
 import prettytable
 from taskflow import engines as tf_engines
 
@@ -32,6 +43,7 @@ from nova.orc import coordination
 from nova.orc import exception as orc_exc
 from nova.orc import flows
 from nova.orc.flows import names
+from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
 from nova.orc.persistence import migration
 
@@ -150,7 +162,7 @@ def cmd_flow_show(args, out):
                                       flow['updated_at']), file=out)
     rows = conn.atom_rows(flow['uuid'])
     module = flows.FACTORIES.get(flow['name'])
-    order = atom_order(module.get_flow(None)) if module else []
+    order = atom_order(module.get_flow()) if module else []
     rows.sort(key=lambda r: (order.index(r['detail'].name)
                              if r['detail'].name in order else len(order)))
     results = {r['detail'].name: r['detail'].results for r in rows}
@@ -197,25 +209,153 @@ def cmd_flow_graph(args, out):
         print('unknown flow %r; known: %s' % (
             args.name, ', '.join(sorted(flows.FACTORIES))), file=sys.stderr)
         return 1
-    flow = module.get_flow(None)
+    flow = module.get_flow()
     print(_compile(flow).export_to_dot(), file=out)
     return 0
 
 
-def cmd_lock_list(args, out):
+@contextlib.contextmanager
+def _board():
+    """``(coordinator, board)`` connected as an operator (not a
+    conductor)."""
     coordinator = coordination.coordinator_from_conf(
         conductor_id='nova-orc-cli')
     coordinator.start()
     try:
-        table = prettytable.PrettyTable(
-            ['kind', 'id', 'flow', 'conductor', 'since'])
-        table.align = 'l'
-        for lock in coordinator.list_locks():
-            table.add_row([lock['kind'], lock['id'], lock.get('owner'),
-                           lock.get('conductor'), lock.get('since')])
-        print(table, file=out)
+        board = jobboard.board_from_coordinator(
+            coordinator, 'nova-orc-cli', CONF.orc.coordination_url)
+        board.connect(as_conductor=False)
+        try:
+            yield coordinator, board
+        finally:
+            board.close()
     finally:
         coordinator.stop()
+
+
+def _owner_state(board, job):
+    """``claimed by OWNER (alive|DEAD)`` or ``unclaimed``."""
+    if job is None:
+        return 'no job'
+    if not job['owner']:
+        return 'unclaimed'
+    alive = board.is_alive(job['owner'])
+    return 'claimed by %s (%s)' % (job['owner'], 'alive' if alive else 'DEAD')
+
+
+def cmd_lock_list(args, out):
+    conn = journal.JournalBackend().get_connection()
+    with _board() as (coordinator, board):
+        jobs = {j['flow_id']: j for j in board.list_jobs()}
+        table = prettytable.PrettyTable(
+            ['kind', 'id', 'flow', 'flow state', 'job', 'conductor',
+             'since'])
+        table.align = 'l'
+        for lock in coordinator.list_locks():
+            owner = lock.get('owner')
+            table.add_row([lock['kind'], lock['id'], owner,
+                           conn.flow_state(owner) or 'unknown',
+                           _owner_state(board, jobs.get(owner)),
+                           lock.get('conductor'), lock.get('since')])
+        print(table, file=out)
+    return 0
+
+
+def _need_zookeeper():
+    if not CONF.orc.coordination_url.startswith('zookeeper://'):
+        print('job commands need [orc] coordination_url = zookeeper://...: '
+              'the job board of %s lives inside the conductor process' %
+              CONF.orc.coordination_url, file=sys.stderr)
+        return True
+    return False
+
+
+def cmd_job_list(args, out):
+    if _need_zookeeper():
+        return 1
+    conn = journal.JournalBackend().get_connection()
+    with _board() as (_coordinator, board):
+        table = prettytable.PrettyTable(
+            ['flow', 'operation', 'instance', 'state', 'owner', 'token',
+             'resumes', 'age', 'abort requested'])
+        table.align = 'l'
+        now = timeutils.utcnow()
+        for job in board.list_jobs():
+            flow = (conn.list_flows(flow_uuid=job['flow_id'], limit=1) or
+                    [None])[0]
+            claims = flow['meta'].get('claims', 0) if flow else 0
+            age = ('%ds' % (now - flow['created_at']).total_seconds()
+                   if flow else '?')
+            table.add_row([
+                job['flow_id'], job['details'].get('operation'),
+                job['details'].get('instance_uuid'),
+                flow['state'] if flow else 'not journaled',
+                _owner_state(board, job), job['token'] or '',
+                max(claims - 1, 0), age,
+                board.abort_requested(job['flow_id']) or ''])
+        print(table, file=out)
+    return 0
+
+
+def _job_of(board, conn, ref):
+    flow = find_flow(conn, ref)
+    jobs = [j for j in board.list_jobs() if j['flow_id'] == flow['uuid']]
+    return flow, (jobs[0] if jobs else None)
+
+
+def cmd_job_show(args, out):
+    if _need_zookeeper():
+        return 1
+    conn = journal.JournalBackend().get_connection()
+    with _board() as (_coordinator, board):
+        flow, job = _job_of(board, conn, args.ref)
+        print('job of flow %s: %s, token %s, resumes %d%s' % (
+            flow['uuid'], _owner_state(board, job),
+            (job or {}).get('token') or '-',
+            max(flow['meta'].get('claims', 0) - 1, 0),
+            ', abort requested: %s' % board.abort_requested(flow['uuid'])
+            if board.abort_requested(flow['uuid']) else ''), file=out)
+    args.ref = flow['uuid']
+    return cmd_flow_show(args, out)
+
+
+def cmd_job_abort(args, out):
+    if _need_zookeeper():
+        return 1
+    conn = journal.JournalBackend().get_connection()
+    with _board() as (_coordinator, board):
+        flow, job = _job_of(board, conn, args.ref)
+        if job is None:
+            print('flow %s has no job (state %s): nothing to abort' % (
+                flow['uuid'], flow['state']), file=sys.stderr)
+            return 1
+        board.request_abort(flow['uuid'], args.reason)
+        print('abort requested for flow %s (%s): it reverts at its next '
+              'task' % (flow['uuid'], _owner_state(board, job)), file=out)
+    return 0
+
+
+def cmd_job_resume(args, out):
+    if _need_zookeeper():
+        return 1
+    conn = journal.JournalBackend().get_connection()
+    with _board() as (_coordinator, board):
+        flow, job = _job_of(board, conn, args.ref)
+        if job is not None:
+            print('flow %s already has a job (%s): conductors resume it' % (
+                flow['uuid'], _owner_state(board, job)), file=sys.stderr)
+            return 1
+        if flow['state'] in ('SUCCESS', 'REVERTED'):
+            print('flow %s ended %s: nothing to resume' % (
+                flow['uuid'], flow['state']), file=sys.stderr)
+            return 1
+        book = conn.get_logbook(flow['logbook_uuid'], lazy=True)
+        board.post(flow['uuid'], book, {
+            'operation': flow['name'],
+            'instance_uuid': flow['instance_uuid'], 'book': book.uuid,
+            'posted_by': 'nova-orc-cli'})
+        print('job posted for flow %s: a conductor claims and resumes it' %
+              flow['uuid'], file=out)
     return 0
 
 
@@ -252,6 +392,23 @@ def build_parser():
         dest='command', required=True)
     lock.add_parser('list', help='locks held').set_defaults(
         func=cmd_lock_list)
+
+    job = sub.add_parser('job', help='jobs (flow runs) on the job board'
+                         ).add_subparsers(dest='command', required=True)
+    job.add_parser('list', help='jobs, their owner and resumes'
+                   ).set_defaults(func=cmd_job_list)
+    jshow = job.add_parser('show', help='one job and its journal')
+    jshow.add_argument('ref', help='server uuid, server name or flow id')
+    jshow.set_defaults(func=cmd_job_show)
+    jabort = job.add_parser('abort', help='revert a flow at its next task')
+    jabort.add_argument('ref', help='server uuid, server name or flow id')
+    jabort.add_argument('--reason', default='aborted by an operator',
+                        help='recorded in the fault and the logs')
+    jabort.set_defaults(func=cmd_job_abort)
+    jresume = job.add_parser('resume', help='post a job again for a flow '
+                             'that has none')
+    jresume.add_argument('ref', help='server uuid, server name or flow id')
+    jresume.set_defaults(func=cmd_job_resume)
     return parser
 
 

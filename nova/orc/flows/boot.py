@@ -15,7 +15,8 @@ flow to stock's end state (ERROR with a fault, or buried in cell0), with no
 allocation, port or attachment left and the locks released.
 
 :func:`get_flow` is the factory a resuming conductor calls by name
-(``nova.orc.flows.boot:get_flow``) and :data:`VERSION`.
+(``nova.orc.flows.boot.get_flow``), :data:`VERSION` and
+:data:`RESUMABLE_VERSIONS`.
 """
 
 from taskflow.patterns import linear_flow
@@ -30,22 +31,22 @@ from nova.orc.tasks import scheduler
 from nova.orc.tasks import volume
 
 NAME = names.BOOT
+#: version of the flow this factory builds; journaled with each flow
 VERSION = 1
-FACTORY = 'nova.orc.flows.boot:get_flow'
+#: journaled versions this factory can resume (same atom names and store
+#: keys); a flow of another version is reverted, not misread
+RESUMABLE_VERSIONS = (1,)
+#: transient inputs (never journaled)
+SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
+#: atoms that use :data:`SECRETS`: a flow resumed without them reverts
+#: unless these have finished
+SECRET_CONSUMERS = (names.SPAWN,)
 
-#: atoms quick enough that the journal writes their states with the flow's
-#: next write (see ``JournalBackend(deferred=...)``); the host steps that
-#: can take minutes (networks, block devices, spawn) are not listed
-QUICK_ATOMS = (names.BURY_ON_FAILURE, names.LOCK, names.SCHEDULE,
-               names.CREATE_RECORD, names.HOST_RETRY, names.CLAIM_ALLOCATION,
-               names.CLAIM_HOST, names.FINALIZE)
 
+def get_flow():
+    """Build the boot flow (TaskFlow rebuilds it by this function's name,
+    ``nova.orc.flows.boot.get_flow``, from a journaled flow detail).
 
-def get_flow(orchestrator):
-    """Build the boot flow.
-
-    :param orchestrator: :class:`nova.orc.engine.Orchestrator`, or None to
-        only draw it
     :returns: a TaskFlow linear flow named ``boot``; it requires the store
         keys :data:`names.CONTEXT`, :data:`names.FLOW_ID`,
         :data:`names.INSTANCE_UUID`, :data:`names.REQUEST_SPEC`,
@@ -55,31 +56,30 @@ def get_flow(orchestrator):
         :data:`names.LOCK_RESOURCES`, :data:`names.ADMIN_PASSWORD`,
         :data:`names.INJECTED_FILES`
     """
-    orc = orchestrator
     host_steps = linear_flow.Flow(
         'host', retry=scheduler.HostRetry(
             names.HOST_RETRY, provides=names.SELECTION,
             rebind={'values': names.HOST_LIST}))
     host_steps.add(
-        scheduler.ClaimAllocation(orc, name=names.CLAIM_ALLOCATION,
+        scheduler.ClaimAllocation(name=names.CLAIM_ALLOCATION,
                                   provides=names.SPEC_WITH_MAPPING),
-        compute.ClaimHost(orc, name=names.CLAIM_HOST, provides=names.CLAIM),
+        compute.ClaimHost(name=names.CLAIM_HOST, provides=names.CLAIM),
         unordered_flow.Flow('resources').add(
-            network.AllocateNetworks(orc, name=names.NETWORKS,
+            network.AllocateNetworks(name=names.NETWORKS,
                                      provides=names.NETWORK_INFO),
-            volume.PrepareBlockDevices(orc, name=names.BLOCK_DEVICES_TASK,
+            volume.PrepareBlockDevices(name=names.BLOCK_DEVICES_TASK,
                                        provides=names.BLOCK_DEVICES)),
-        compute.Spawn(orc, name=names.SPAWN, provides=names.SPAWNED),
+        compute.Spawn(name=names.SPAWN, provides=names.SPAWNED),
     )
     flow = linear_flow.Flow(NAME)
     flow.add(
-        instance.BuryInCell0OnFailure(orc, name=names.BURY_ON_FAILURE),
-        locks.LockResources(orc, name=names.LOCK),
-        scheduler.Schedule(orc, name=names.SCHEDULE,
+        instance.BuryInCell0OnFailure(name=names.BURY_ON_FAILURE),
+        locks.LockResources(name=names.LOCK),
+        scheduler.Schedule(name=names.SCHEDULE,
                            provides=names.HOST_LIST),
-        instance.CreateRecord(orc, name=names.CREATE_RECORD,
+        instance.CreateRecord(name=names.CREATE_RECORD,
                               provides=names.CELL_UUID),
         host_steps,
-        compute.Finalize(orc, name=names.FINALIZE),
+        compute.Finalize(name=names.FINALIZE),
     )
     return flow

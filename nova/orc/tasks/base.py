@@ -109,27 +109,44 @@ def flow_failure(result, flow_failures):
 
 
 class OrcTask(task.Task):
-    """A TaskFlow task bound to the orchestrator of this conductor.
+    """A TaskFlow task of a nova-orc flow.
 
-    :param orchestrator: :class:`nova.orc.engine.Orchestrator` (gives the
-        ComputeTaskManager ``.manager``, ``.coordinator``,
-        ``.compute_rpcapi``); None only to draw a flow (``nova-orc flow
-        graph``)
+    Tasks are built by flow factories without any live object (so that a
+    conductor can rebuild a journaled flow by its factory name, TaskFlow's
+    ``flow_from_detail``); before an engine runs them the orchestrator binds
+    the run (:meth:`bind`), which gives the task the conductor's
+    orchestrator (``.orc``: ``.manager``, ``.coordinator``,
+    ``.compute_rpcapi``) and the job's claim (fencing token, abort reason).
     """
 
-    def __init__(self, orchestrator, name=None, provides=None, requires=None,
+    def __init__(self, name=None, provides=None, requires=None,
                  rebind=None, inject=None):
         super().__init__(name=name, provides=provides, requires=requires,
                          rebind=rebind, inject=inject)
-        self.orc = orchestrator
+        self.run = None
+
+    def bind(self, run):
+        """Attach the job run (:class:`nova.orc.engine.JobRun`)."""
+        self.run = run
+
+    @property
+    def orc(self):
+        """The orchestrator of the conductor running this task."""
+        return self.run.orchestrator
 
     @property
     def manager(self):
         """The conductor's ``ComputeTaskManager`` (stock helpers)."""
         return self.orc.manager
 
+    def pre_execute(self):
+        """Refuse to start a task of an aborted job
+        (:class:`nova.orc.exception.JobAborted`): the flow reverts."""
+        self.run.check_not_aborted()
+
     def job(self, flow_id):
         """The idempotency and fencing key sent to host-side steps:
-        ``{'flow_id', 'atom', 'token'}``."""
+        ``{'flow_id', 'atom', 'token'}``; ``token`` is the job claim's
+        fencing token (int)."""
         return {'flow_id': flow_id, 'atom': self.name,
-                'token': self.orc.fencing_token(flow_id)}
+                'token': self.run.token}

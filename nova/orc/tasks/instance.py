@@ -29,6 +29,7 @@ NOT_RESCHEDULED = (exception.BuildAbortException,
                    exception.InstanceNotFound,
                    exception.UnexpectedDeletingTaskStateError,
                    orc_exc.BuildRequestGone,
+                   orc_exc.JobAborted,
                    orc_exc.StaleFencingToken,
                    orc_exc.ResourceLocked)
 
@@ -103,8 +104,13 @@ class CreateRecord(base.OrcTask):
     instance row in the cell of the first selected host (availability zone
     of that host), the quota recheck, the BUILDING state-update notification,
     the ``create`` instance action, BDMs, tags, the instance mapping to the
-    cell, and the build request deleted. Idempotent: if the instance mapping
-    already points to a cell (resumed flow), returns that cell.
+    cell, and the build request deleted.
+
+    Idempotent (a resumed job re-runs it when its conductor died before
+    journaling the result): when the instance mapping already points to a
+    cell it only removes a build request left behind and returns that cell;
+    otherwise the instance record, the action and the BDMs an earlier run
+    created in the cell are found and kept instead of created again.
 
     Returns the cell uuid (:data:`names.CELL_UUID`).
 
@@ -121,6 +127,7 @@ class CreateRecord(base.OrcTask):
         mapping = objects.InstanceMapping.get_by_instance_uuid(
             context, instance_uuid)
         if mapping.cell_mapping is not None:
+            self._drop_build_request(context, instance_uuid)
             return mapping.cell_mapping.uuid
         try:
             build_request = objects.BuildRequest.get_by_instance_uuid(
@@ -136,20 +143,28 @@ class CreateRecord(base.OrcTask):
         instance.availability_zone = (
             availability_zones.get_host_availability_zone(
                 context, host.service_host))
-        with conductor_manager.obj_target_cell(instance, cell):
-            instance.create()
+        earlier = self._earlier_record(context, cell, instance_uuid)
+        if earlier is None:
+            with conductor_manager.obj_target_cell(instance, cell):
+                instance.create()
+        else:
+            instance = earlier
         self._recheck_quota(context, instance, spec, num_instances,
                             build_request, block_device_mapping, tags, cell)
         bdms = _bdms(block_device_mapping, context)
         with nova_context.target_cell(context, cell) as cctxt:
-            notifications.send_update_with_states(
-                cctxt, instance, None, vm_states.BUILDING, None, None,
-                service='conductor')
-            objects.InstanceAction.action_start(
-                cctxt, instance.uuid, instance_actions.CREATE,
-                want_result=False)
-            instance_bdms = self.manager._create_block_device_mapping(
-                cell, instance.flavor, instance.uuid, bdms)
+            if earlier is None:
+                notifications.send_update_with_states(
+                    cctxt, instance, None, vm_states.BUILDING, None, None,
+                    service='conductor')
+                objects.InstanceAction.action_start(
+                    cctxt, instance.uuid, instance_actions.CREATE,
+                    want_result=False)
+                instance_bdms = self.manager._create_block_device_mapping(
+                    cell, instance.flavor, instance.uuid, bdms)
+            else:
+                instance_bdms = self._bdms_and_action(
+                    cctxt, instance, cell, bdms)
             instance_tags = self.manager._create_tags(
                 cctxt, instance.uuid, _tags(tags, context))
         self.manager._map_instance_to_cell(context, instance, cell)
@@ -158,6 +173,48 @@ class CreateRecord(base.OrcTask):
                 instance_tags):
             raise orc_exc.BuildRequestGone(instance_uuid=instance_uuid)
         return cell.uuid
+
+    def _earlier_record(self, context, cell, instance_uuid):
+        """The instance an earlier run of this task created in ``cell``
+        before its conductor died, or None (always None on a first run:
+        no query)."""
+        if not self.run.resumed:
+            return None
+        with nova_context.target_cell(context, cell) as cctxt:
+            try:
+                instance = objects.Instance.get_by_uuid(cctxt, instance_uuid)
+            except exception.InstanceNotFound:
+                return None
+        LOG.info('Resumed flow: the instance record exists in cell %s; '
+                 'keeping it', cell.uuid, instance_uuid=instance_uuid)
+        return instance
+
+    def _bdms_and_action(self, cctxt, instance, cell, bdms):
+        """The ``create`` action and BDMs of an instance an earlier run
+        created: made now only where that run did not get to them."""
+        if objects.InstanceAction.get_by_request_id(
+                cctxt, instance.uuid, cctxt.request_id) is None:
+            objects.InstanceAction.action_start(
+                cctxt, instance.uuid, instance_actions.CREATE,
+                want_result=False)
+        existing = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            cctxt, instance.uuid)
+        if existing:
+            return existing
+        return self.manager._create_block_device_mapping(
+            cell, instance.flavor, instance.uuid, bdms)
+
+    @staticmethod
+    def _drop_build_request(context, instance_uuid):
+        """A build request left behind by a run that died after mapping the
+        instance to its cell (stock deletes it right after)."""
+        try:
+            objects.BuildRequest.get_by_instance_uuid(
+                context, instance_uuid).destroy()
+        except exception.BuildRequestNotFound:
+            return
+        LOG.info('Resumed flow: deleted the build request an earlier run '
+                 'left behind', instance_uuid=instance_uuid)
 
     def _recheck_quota(self, context, instance, spec, num_instances,
                        build_request, block_device_mapping, tags, cell):

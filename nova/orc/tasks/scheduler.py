@@ -26,6 +26,11 @@ class Schedule(base.OrcTask):
 
     Returns the Selection primitives (:data:`names.HOST_LIST`).
 
+    Idempotent: in a resumed job, allocations an earlier run of this task
+    made (its result was lost with its conductor) are deleted before
+    scheduling again, so that the scheduler never claims twice on the same
+    consumer.
+
     Revert: delete the instance's allocations in placement (``force``);
     nothing when scheduling itself failed.
     """
@@ -34,6 +39,15 @@ class Schedule(base.OrcTask):
                 preselected_hosts):
         if preselected_hosts:
             return preselected_hosts
+        if self.run.resumed:
+            client = self.manager.report_client
+            if client.get_allocs_for_consumer(
+                    context, instance_uuid).get('allocations'):
+                LOG.info('Resumed flow: deleting the allocations of an '
+                         'earlier scheduling before scheduling again',
+                         instance_uuid=instance_uuid)
+                client.delete_allocation_for_instance(
+                    context, instance_uuid, force=True)
         spec = base.hydrate(objects.RequestSpec, request_spec, context)
         host_lists = self.manager._schedule_instances(
             context, spec, [instance_uuid], return_alternates=True)

@@ -15,6 +15,9 @@ time Nova's ``Database`` fixture builds it, and sets
 or apply it to a whole process (``tools/compat``) with :func:`install`.
 """
 
+import collections
+import weakref
+
 import fixtures
 from kazoo import client as kazoo_client
 from oslo_utils import uuidutils
@@ -25,6 +28,7 @@ from nova.tests import fixtures as nova_fixtures
 
 from nova.orc import coordination
 from nova.orc import engine
+from nova.orc import jobboard
 from nova.orc.persistence import migration
 
 CONF = nova.conf.CONF
@@ -35,6 +39,34 @@ MANAGERS = {
 }
 
 _original_apply_schema = nova_fixtures.Database._apply_schema
+_original_init = engine.Orchestrator.__init__
+_original_finish = engine.Orchestrator._finish
+
+
+class FlowTracker:
+    """What the tests observe of the orchestrators of this process: the
+    live ones (stopped at clean-up) and the flow runs they finished, by
+    ``(operation, end state)`` - proof that an operation went through a
+    flow."""
+
+    orchestrators = weakref.WeakSet()
+    finished = collections.Counter()
+
+    @classmethod
+    def stop_all(cls):
+        for orchestrator in list(cls.orchestrators):
+            cls.orchestrators.discard(orchestrator)
+            orchestrator.stop()
+
+
+def _tracked_init(self, *args, **kwargs):
+    _original_init(self, *args, **kwargs)
+    FlowTracker.orchestrators.add(self)
+
+
+def _counted_finish(self, run, state, meta):
+    FlowTracker.finished[(meta.get('operation'), state)] += 1
+    return _original_finish(self, run, state, meta)
 
 
 def _apply_schema_with_journal(self):
@@ -50,6 +82,8 @@ def install():
     Coordination stays ``memory://`` (the ``[orc]`` default)."""
     service.SERVICE_MANAGERS.update(MANAGERS)
     nova_fixtures.Database._apply_schema = _apply_schema_with_journal
+    engine.Orchestrator.__init__ = _tracked_init
+    engine.Orchestrator._finish = _counted_finish
 
 
 class OrcFixture(fixtures.Fixture):
@@ -71,6 +105,10 @@ class OrcFixture(fixtures.Fixture):
         self.useFixture(fixtures.MonkeyPatch(
             'nova.tests.fixtures.Database._apply_schema',
             _apply_schema_with_journal))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.orc.engine.Orchestrator.__init__', _tracked_init))
+        self.useFixture(fixtures.MonkeyPatch(
+            'nova.orc.engine.Orchestrator._finish', _counted_finish))
         if self.zookeeper:
             self.chroot = '/nova-orc-test-%s' % uuidutils.generate_uuid()
             url = 'zookeeper://%s%s' % (self.zookeeper, self.chroot)
@@ -78,14 +116,12 @@ class OrcFixture(fixtures.Fixture):
         else:
             url = 'memory://'
             self.addCleanup(coordination.MemoryCoordinator.reset)
+            self.addCleanup(jobboard.MemoryJobBoard.reset)
         self.useFixture(nova_fixtures.ConfPatcher(
             coordination_url=url, group='orc'))
-        self.addCleanup(self._stop_orchestrators)
-
-    @staticmethod
-    def _stop_orchestrators():
-        for orchestrator in list(engine.Orchestrator.instances):
-            orchestrator.stop()
+        # runs after the harness stopped its services, before the chroot
+        # or the memory tables are dropped
+        self.addCleanup(FlowTracker.stop_all)
 
     def _delete_chroot(self):
         client = kazoo_client.KazooClient(hosts=self.zookeeper)

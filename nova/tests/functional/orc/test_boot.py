@@ -6,6 +6,7 @@ If none answers the tests fail at conductor start-up: they never skip.
 """
 
 import os
+import time
 
 from oslo_utils.fixture import uuidsentinel as uuids
 
@@ -41,7 +42,29 @@ class OrcBootTestBase(integrated_helpers._IntegratedTestBase):
         self._start_compute('host1')
 
     # ------------------------------------------------------------ helpers
+    def _create_server(self, *args, **kwargs):
+        """Stock helper, then wait for the server's flow to end: the flow
+        runs as a job, and ends just after the server's last state."""
+        server = super()._create_server(*args, **kwargs)
+        self._wait_for_flow_end(server['id'])
+        return server
+
+    def _wait_for_flow_end(self, instance_uuid, timeout=30):
+        """The newest flow of the instance once it ended (SUCCESS or
+        REVERTED); fails after ``timeout`` seconds."""
+        conn = journal.JournalBackend().get_connection()
+        deadline = time.monotonic() + timeout
+        while True:
+            flows = conn.list_flows(instance_uuid=instance_uuid, limit=1)
+            if flows and flows[0]['state'] in ('SUCCESS', 'REVERTED'):
+                return flows[0]
+            if time.monotonic() > deadline:
+                self.fail('flow of %s did not end: %s' % (instance_uuid,
+                                                         flows))
+            time.sleep(0.1)
+
     def _journal(self, instance_uuid):
+        self._wait_for_flow_end(instance_uuid)
         conn = journal.JournalBackend().get_connection()
         flows = conn.list_flows(instance_uuid=instance_uuid)
         self.assertEqual(1, len(flows), flows)

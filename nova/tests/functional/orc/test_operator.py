@@ -3,11 +3,14 @@
 host-side steps."""
 
 import io
+import threading
+import time
 
 import oslo_messaging as messaging
 
 from nova import objects
 from nova.orc.compute import manager as orc_compute
+from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc.cmd import orc as orc_cli
 from nova.orc import exception as orc_exc
 from nova.tests.functional.orc import test_boot
@@ -117,3 +120,83 @@ class OrcFixtureTest(test_boot.OrcBootTestBase):
         self.assertIsInstance(compute.manager, orc_compute.OrcComputeManager)
         server = self._create_server(networks='none', host='host1')
         self.assertEqual('ACTIVE', server['status'])
+
+
+class OrcJobCommandsTest(test_boot.OrcBootTestBase):
+    """``nova-orc job ...`` against a boot held in its spawn."""
+
+    def setUp(self):
+        super().setUp()
+        self.release = threading.Event()
+        self.addCleanup(self.release.set)
+        original = orc_rpcapi.OrcComputeAPI.spawn
+        test = self
+
+        def spawn(api, *args, **kwargs):
+            test.release.wait()
+            return original(api, *args, **kwargs)
+        self.stub_out('nova.orc.compute.rpcapi.OrcComputeAPI.spawn', spawn)
+
+    def _cli(self, *argv):
+        out = io.StringIO()
+        status = orc_cli.main(list(argv), out=out, configure=False)
+        return status, out.getvalue()
+
+    def _held_boot(self):
+        server = self.api.post_server(
+            {'server': self._build_server(networks='none')})
+        server = self._wait_for_state_change(server, 'BUILD')
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            status, text = self._cli('job', 'list')
+            if server['id'] in text and 'claimed by' in text:
+                return server, text
+            time.sleep(0.1)
+        self.fail('no claimed job for %s: %s' % (server['id'], text))
+
+    def test_job_list_show_and_lock_list_name_the_live_owner(self):
+        server, text = self._held_boot()
+        self.assertIn('(alive)', text)
+        self.assertIn('boot', text)
+        status, text = self._cli('job', 'show', server['id'])
+        self.assertEqual(0, status)
+        self.assertIn('claimed by', text.splitlines()[0])
+        self.assertIn('state RUNNING', text)
+        status, text = self._cli('lock', 'list')
+        self.assertEqual(0, status)
+        self.assertIn(server['id'], text)
+        self.assertIn('RUNNING', text)
+        self.assertIn('(alive)', text)
+        self.release.set()
+        self._wait_for_state_change(server, 'ACTIVE')
+        self._wait_for_flow_end(server['id'])
+        status, text = self._cli('job', 'list')
+        self.assertNotIn(server['id'], text)
+
+    def test_job_abort_reverts_at_the_next_task(self):
+        server, _text = self._held_boot()
+        status, text = self._cli('job', 'abort', server['id'],
+                                 '--reason', 'operator test')
+        self.assertEqual(0, status, text)
+        self.release.set()
+        server = self._wait_for_state_change(server, 'ERROR')
+        self.assertIn('aborted by an operator: operator test',
+                      server['fault']['message'])
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', flow['state'])
+        for compute in self.computes.values():
+            self.assertEqual([], compute.driver.list_instance_uuids())
+        self.assertEqual({}, self._allocations(server['id']))
+        self.assertEqual([], self.orc.coordinator().list_locks())
+        status, text = self._cli('job', 'list')
+        self.assertNotIn(server['id'], text)
+
+    def test_job_resume_refuses_a_flow_that_has_a_job_or_ended(self):
+        server, _text = self._held_boot()
+        status, _text = self._cli('job', 'resume', server['id'])
+        self.assertEqual(1, status)
+        self.release.set()
+        self._wait_for_state_change(server, 'ACTIVE')
+        self._wait_for_flow_end(server['id'])
+        status, _text = self._cli('job', 'resume', server['id'])
+        self.assertEqual(1, status)

@@ -43,8 +43,8 @@ class TaskTestBase(test.NoDBTestCase):
         super().setUp()
         self.ctxt = nova_context.RequestContext(
             'user', 'project', request_id=uuids.request)
-        self.orc = mock.Mock()
-        self.orc.fencing_token.return_value = 7
+        self.run = mock.Mock(token=7)
+        self.orc = self.run.orchestrator
         self.manager = self.orc.manager
         groups = objects.SecurityGroupList()
         # (SecurityGroupList.__init__ drops an ``objects`` keyword)
@@ -60,10 +60,16 @@ class TaskTestBase(test.NoDBTestCase):
         self.addCleanup(get_instance.stop)
 
 
+    def bound(self, task):
+        """``task`` bound to a job run with fencing token 7."""
+        task.bind(self.run)
+        return task
+
+
 class LockResourcesTest(TaskTestBase):
 
     def test_execute_locks_all_and_revert_releases(self):
-        task = locks.LockResources(self.orc, name='lock')
+        task = self.bound(locks.LockResources(name='lock'))
         resources = [['instance', uuids.instance], ['port', uuids.port]]
         self.assertEqual(resources, task.execute(uuids.flow, resources))
         self.orc.coordinator.acquire.assert_called_once_with(
@@ -76,7 +82,7 @@ class LockResourcesTest(TaskTestBase):
         self.orc.coordinator.acquire.side_effect = orc_exc.ResourceLocked(
             kind='port', resource_id=uuids.port, holder=uuids.other,
             conductor='c2')
-        task = locks.LockResources(self.orc, name='lock')
+        task = self.bound(locks.LockResources(name='lock'))
         self.assertRaises(orc_exc.ResourceLocked, task.execute, uuids.flow,
                           [['port', uuids.port]])
 
@@ -98,7 +104,7 @@ class ScheduleTest(TaskTestBase):
     def test_execute_schedules_with_alternates(self):
         sel = [_selection('host1'), _selection('host2', rp=uuids.rp2)]
         self.manager._schedule_instances.return_value = [sel]
-        task = scheduler.Schedule(self.orc, name='schedule')
+        task = self.bound(scheduler.Schedule(name='schedule'))
         result = task.execute(self.ctxt, uuids.instance,
                               self.spec.obj_to_primitive(), None)
         self.assertEqual([s.obj_to_primitive() for s in sel], result)
@@ -108,14 +114,14 @@ class ScheduleTest(TaskTestBase):
 
     def test_execute_preselected_does_not_call_scheduler(self):
         hosts = [_selection().obj_to_primitive()]
-        task = scheduler.Schedule(self.orc, name='schedule')
+        task = self.bound(scheduler.Schedule(name='schedule'))
         self.assertEqual(hosts, task.execute(self.ctxt, uuids.instance,
                                              self.spec.obj_to_primitive(),
                                              hosts))
         self.manager._schedule_instances.assert_not_called()
 
     def test_revert_deletes_allocations_unless_scheduling_failed(self):
-        task = scheduler.Schedule(self.orc, name='schedule')
+        task = self.bound(scheduler.Schedule(name='schedule'))
         task.revert(self.ctxt, uuids.instance,
                     result=_failure(exception.NoValidHost(reason='x')))
         self.manager.report_client.delete_allocation_for_instance\
@@ -158,7 +164,7 @@ class ClaimAllocationTest(TaskTestBase):
         client = self.manager.report_client
         client.get_allocs_for_consumer.return_value = {
             'allocations': {uuids.rp1: {}}}
-        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task = self.bound(scheduler.ClaimAllocation(name='claim_allocation'))
         task.execute(self.ctxt, uuids.instance,
                      _selection().obj_to_primitive(),
                      self.spec.obj_to_primitive())
@@ -172,7 +178,7 @@ class ClaimAllocationTest(TaskTestBase):
         client = self.manager.report_client
         client.get_allocs_for_consumer.return_value = {
             'allocations': {uuids.rp1: {}}}
-        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task = self.bound(scheduler.ClaimAllocation(name='claim_allocation'))
         task.execute(self.ctxt, uuids.instance,
                      _selection('host2', rp=uuids.rp2).obj_to_primitive(),
                      self.spec.obj_to_primitive())
@@ -186,13 +192,13 @@ class ClaimAllocationTest(TaskTestBase):
     def test_alternate_gone_fails(self, claim):
         self.manager.report_client.get_allocs_for_consumer.return_value = {
             'allocations': {}}
-        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task = self.bound(scheduler.ClaimAllocation(name='claim_allocation'))
         self.assertRaises(exception.NoValidHost, task.execute, self.ctxt,
                           uuids.instance, _selection().obj_to_primitive(),
                           self.spec.obj_to_primitive())
 
     def test_revert_deletes_allocations(self):
-        task = scheduler.ClaimAllocation(self.orc, name='claim_allocation')
+        task = self.bound(scheduler.ClaimAllocation(name='claim_allocation'))
         task.revert(self.ctxt, uuids.instance, result=None)
         self.manager.report_client.delete_allocation_for_instance\
             .assert_called_once_with(self.ctxt, uuids.instance, force=True)
@@ -204,7 +210,7 @@ class BuryInCell0OnFailureTest(TaskTestBase):
     @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
     def test_revert_buries_unmapped_instance(self, get_mapping, get_br):
         get_mapping.return_value = objects.InstanceMapping(cell_mapping=None)
-        task = instance_tasks.BuryInCell0OnFailure(self.orc, name='bury')
+        task = self.bound(instance_tasks.BuryInCell0OnFailure(name='bury'))
         task.execute()
         exc = exception.NoValidHost(reason='none')
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
@@ -218,7 +224,7 @@ class BuryInCell0OnFailureTest(TaskTestBase):
                                                             get_mapping):
         get_mapping.return_value = objects.InstanceMapping(
             cell_mapping=objects.CellMapping(uuid=uuids.cell1))
-        task = instance_tasks.BuryInCell0OnFailure(self.orc, name='bury')
+        task = self.bound(instance_tasks.BuryInCell0OnFailure(name='bury'))
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
                     None, None, flow_failures={})
         self.manager._bury_in_cell0.assert_not_called()
@@ -230,7 +236,7 @@ class BuryInCell0OnFailureTest(TaskTestBase):
                                                         get_br):
         mapping = mock.Mock(cell_mapping=None)
         get_mapping.return_value = mapping
-        task = instance_tasks.BuryInCell0OnFailure(self.orc, name='bury')
+        task = self.bound(instance_tasks.BuryInCell0OnFailure(name='bury'))
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
                     None, None, flow_failures={})
         mapping.destroy.assert_called_once_with()
@@ -239,22 +245,30 @@ class BuryInCell0OnFailureTest(TaskTestBase):
 
 class CreateRecordTest(TaskTestBase):
 
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid')
     @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
-    def test_execute_is_idempotent_once_mapped(self, get_mapping):
+    def test_execute_is_idempotent_once_mapped(self, get_mapping, get_br):
+        """A run that died after mapping the instance: the re-run keeps the
+        record and removes the build request it left behind."""
         get_mapping.return_value = objects.InstanceMapping(
             cell_mapping=objects.CellMapping(uuid=uuids.cell1))
-        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
         self.assertEqual(uuids.cell1, task.execute(
             self.ctxt, uuids.instance, [_selection().obj_to_primitive()],
             self.spec.obj_to_primitive(), None, None, 1))
         self.manager._map_instance_to_cell.assert_not_called()
+        get_br.return_value.destroy.assert_called_once_with()
+        get_br.side_effect = exception.BuildRequestNotFound(uuid='x')
+        self.assertEqual(uuids.cell1, task.execute(
+            self.ctxt, uuids.instance, [_selection().obj_to_primitive()],
+            self.spec.obj_to_primitive(), None, None, 1))
 
     @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid',
                 side_effect=exception.BuildRequestNotFound(uuid='x'))
     @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
     def test_execute_build_request_gone(self, get_mapping, get_br):
         get_mapping.return_value = objects.InstanceMapping(cell_mapping=None)
-        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
         self.assertRaises(orc_exc.BuildRequestGone, task.execute, self.ctxt,
                           uuids.instance, [_selection().obj_to_primitive()],
                           self.spec.obj_to_primitive(), None, None, 1)
@@ -266,7 +280,7 @@ class CreateRecordTest(TaskTestBase):
             cell_mapping=objects.CellMapping(uuid=uuids.cell1,
                                              database_connection='fake://',
                                              transport_url='fake://'))
-        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
                     None, None, result=uuids.cell1,
                     flow_failures={'spawn': _failure(
@@ -282,7 +296,7 @@ class CreateRecordTest(TaskTestBase):
             cell_mapping=objects.CellMapping(uuid=uuids.cell1,
                                              database_connection='fake://',
                                              transport_url='fake://'))
-        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
         abort = exception.BuildAbortException(instance_uuid=uuids.instance,
                                               reason='bad image')
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
@@ -293,7 +307,7 @@ class CreateRecordTest(TaskTestBase):
 
     @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
     def test_revert_of_own_failure_is_left_to_bury(self, get_mapping):
-        task = instance_tasks.CreateRecord(self.orc, name='create_record')
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
                     None, None, result=_failure(test.TestingException()),
                     flow_failures={})
@@ -304,7 +318,7 @@ class CreateRecordTest(TaskTestBase):
 class HostTasksTest(TaskTestBase):
 
     def test_claim_host_execute_and_revert(self):
-        task = compute.ClaimHost(self.orc, name='claim_host')
+        task = self.bound(compute.ClaimHost(name='claim_host'))
         sel = _selection().obj_to_primitive()
         result = task.execute(self.ctxt, uuids.flow, uuids.instance,
                               uuids.cell1, sel, self.spec.obj_to_primitive())
@@ -320,14 +334,14 @@ class HostTasksTest(TaskTestBase):
     def test_claim_host_revert_survives_unreachable_host(self):
         self.orc.compute_rpcapi.abort_claim.side_effect = (
             exception.NovaException('timeout'))
-        task = compute.ClaimHost(self.orc, name='claim_host')
+        task = self.bound(compute.ClaimHost(name='claim_host'))
         task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
                     _selection().obj_to_primitive(), result=None,
                     flow_failures={})
 
     def test_networks_execute_and_revert(self):
         self.orc.compute_rpcapi.allocate_networks.return_value = '[]'
-        task = network.AllocateNetworks(self.orc, name='networks')
+        task = self.bound(network.AllocateNetworks(name='networks'))
         claim = {'host': 'host1', 'node': 'node1'}
         self.assertEqual('[]', task.execute(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, None,
@@ -341,7 +355,7 @@ class HostTasksTest(TaskTestBase):
     @mock.patch('nova.objects.BlockDeviceMappingList.get_by_instance_uuid')
     def test_block_devices_execute_and_revert(self, get_bdms):
         self.orc.compute_rpcapi.prep_block_devices.return_value = [uuids.v]
-        task = volume.PrepareBlockDevices(self.orc, name='block_devices')
+        task = self.bound(volume.PrepareBlockDevices(name='block_devices'))
         claim = {'host': 'host1', 'node': 'node1'}
         self.assertEqual([uuids.v], task.execute(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, {}))
@@ -356,7 +370,7 @@ class HostTasksTest(TaskTestBase):
     def test_block_devices_of_an_instance_being_deleted(self, get_bdms):
         # its delete may have removed the attachments: none is re-created
         self.instance.task_state = 'deleting'
-        task = volume.PrepareBlockDevices(self.orc, name='block_devices')
+        task = self.bound(volume.PrepareBlockDevices(name='block_devices'))
         self.assertRaises(
             exception.UnexpectedDeletingTaskStateError, task.execute,
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
@@ -365,7 +379,7 @@ class HostTasksTest(TaskTestBase):
         self.orc.compute_rpcapi.prep_block_devices.assert_not_called()
 
     def test_spawn_execute_and_revert(self):
-        task = compute.Spawn(self.orc, name='spawn')
+        task = self.bound(compute.Spawn(name='spawn'))
         claim = {'host': 'host1', 'node': 'node1'}
         self.assertEqual(claim, task.execute(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, {},
@@ -380,17 +394,17 @@ class HostTasksTest(TaskTestBase):
         self.get_instance.side_effect = exception.InstanceNotFound(
             instance_id=uuids.instance)
         claim = {'host': 'host1', 'node': 'node1'}
-        network.AllocateNetworks(self.orc, name='networks').revert(
+        self.bound(network.AllocateNetworks(name='networks')).revert(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim, None,
             result=None)
-        volume.PrepareBlockDevices(self.orc, name='block_devices').revert(
+        self.bound(volume.PrepareBlockDevices(name='block_devices')).revert(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim,
             result=None)
-        compute.Spawn(self.orc, name='spawn').revert(
+        self.bound(compute.Spawn(name='spawn')).revert(
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim,
             result=None)
         with mock.patch.object(compute.LOG, 'exception') as log_exception:
-            compute.ClaimHost(self.orc, name='claim_host').revert(
+            self.bound(compute.ClaimHost(name='claim_host')).revert(
                 self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
                 _selection().obj_to_primitive(), result=None,
                 flow_failures={})
@@ -405,12 +419,12 @@ class HostTasksTest(TaskTestBase):
         self.get_instance.side_effect = exception.NovaException('db down')
         self.assertRaises(
             exception.NovaException,
-            network.AllocateNetworks(self.orc, name='networks').revert,
+            self.bound(network.AllocateNetworks(name='networks')).revert,
             self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
             {'host': 'host1', 'node': 'node1'}, None, result=None)
 
     def test_finalize_execute(self):
-        task = compute.Finalize(self.orc, name='finalize')
+        task = self.bound(compute.Finalize(name='finalize'))
         task.execute(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
                      {'host': 'host1', 'node': 'node1'}, '[]')
         args, kwargs = self.orc.compute_rpcapi.finish_build.call_args

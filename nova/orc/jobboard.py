@@ -1,0 +1,482 @@
+"""Job boards: one job per flow run, claimed by one conductor at a time.
+
+DESIGN section 4. A *job* names a journaled flow (its flow detail uuid); a
+conductor *claims* it before running the flow and *consumes* it when the
+flow has ended (SUCCESS or REVERTED). The claim is tied to the claiming
+conductor's coordination session: when that conductor dies its claim
+vanishes with the session and another conductor claims the job and resumes
+the flow from the journal. Locks are not claims: they belong to the job and
+stay until the flow ends (:mod:`nova.orc.coordination`).
+
+Two boards with one contract:
+
+* :class:`ZooKeeperJobBoard` wraps TaskFlow's ZooKeeper job board
+  (``taskflow.jobs.backends.impl_zookeeper``): jobs are persistent sequence
+  nodes under ``<chroot>/jobs``, a claim is the job's ephemeral ``.lock``
+  node created by the claimer's kazoo session (the coordinator's own
+  client, so locks, claims and liveness share one session). The claim
+  node's creation zxid is the **fencing token**: ZooKeeper's zxids only
+  grow, so a later claim of the same job always carries a larger token.
+  One children watch on the jobs folder tells which jobs have no claim
+  node, so finding claimable work costs no read per job.
+* :class:`MemoryJobBoard` is the in-process twin for ``memory://`` (one
+  conductor process: no failover, the same code path).
+
+Claim owners are unique per process (``host:pid:uuid``), never the bare host
+name: two conductor workers of one host must not consume each other's
+claims.
+"""
+
+import itertools
+import os
+import threading
+
+from kazoo import exceptions as kazoo_exc
+from kazoo.recipe import watchers
+from oslo_log import log as logging
+from oslo_utils import uuidutils
+from taskflow import exceptions as tf_exc
+from taskflow.jobs.backends import impl_zookeeper
+
+from nova.orc import coordination
+from nova.orc import exception as orc_exc
+
+LOG = logging.getLogger(__name__)
+
+#: suffix TaskFlow gives a job's claim node
+LOCK_POSTFIX = impl_zookeeper.ZookeeperJobBoard.LOCK_POSTFIX
+
+
+def conductor_name(host):
+    """The claim owner name of this process: ``host:pid:random``."""
+    return '%s:%d:%s' % (host, os.getpid(), uuidutils.generate_uuid()[:8])
+
+
+class Claim:
+    """A job this conductor holds.
+
+    :ivar flow_id: str, the flow detail uuid the job runs
+    :ivar token: int, the fencing token (increases with every claim)
+    :ivar details: dict, the job details posted with it
+    """
+
+    def __init__(self, job, flow_id, token, details):
+        self.job = job
+        self.flow_id = flow_id
+        self.token = token
+        self.details = details
+
+
+class JobBoard:
+    """What both boards implement. All methods are thread-safe.
+
+    :param owner: str, this conductor's claim owner name
+        (:func:`conductor_name`)
+    """
+
+    def __init__(self, owner):
+        self.owner = owner
+        #: set when there may be claimable work (a post, a claim released)
+        self.changed = threading.Event()
+
+    def connect(self, as_conductor=True):
+        """Start watching the board.
+
+        :param as_conductor: register this process as a live conductor
+            (False for operator tools that only read or mark jobs)
+        :raises nova.orc.exception.CoordinationUnavailable:
+        """
+
+    def close(self):
+        """Stop watching; claims held stay until consumed or the session
+        ends."""
+
+    def post(self, flow_id, book, details):
+        """Post a job for the flow ``flow_id`` of logbook ``book``.
+
+        :param details: JSON-serialisable dict (no secrets: it is stored in
+            ZooKeeper); ``flow_id`` is added
+        """
+        raise NotImplementedError()
+
+    def claimable(self):
+        """Jobs without a claim: a list of opaque job handles."""
+        raise NotImplementedError()
+
+    def job_identity(self, job):
+        """``(flow_id, posted_by)`` of a job handle."""
+        raise NotImplementedError()
+
+    def is_alive(self, owner):
+        """True while the conductor ``owner`` (a claim owner name) is
+        connected to this board."""
+        raise NotImplementedError()
+
+    def claim(self, job):
+        """Claim ``job`` for this conductor.
+
+        :returns: a :class:`Claim`, or None when another conductor claimed
+            it first or it was consumed meanwhile
+        """
+        raise NotImplementedError()
+
+    def still_owned(self, claim):
+        """True while ``claim`` is still this conductor's (its claim node
+        exists with the same token)."""
+        raise NotImplementedError()
+
+    def consume(self, claim):
+        """Remove the job (its flow ended). Does nothing, with a warning,
+        when the claim is no longer this conductor's."""
+        raise NotImplementedError()
+
+    def abandon(self, claim):
+        """Give the job back to the board (another conductor may claim it).
+        Does nothing when the claim is no longer ours."""
+        raise NotImplementedError()
+
+    def list_jobs(self):
+        """Every job: dicts ``flow_id, details, owner, token`` (owner and
+        token None when unclaimed)."""
+        raise NotImplementedError()
+
+    def request_abort(self, flow_id, reason):
+        """Ask whichever conductor runs (or will run) the job of flow
+        ``flow_id`` to abort it: its next task fails with ``JobAborted``
+        and the flow reverts. The request stays until the job is consumed.
+
+        :param reason: str, for the fault and the logs
+        """
+        raise NotImplementedError()
+
+    def abort_requested(self, flow_id):
+        """The reason an abort was requested for ``flow_id``, or None."""
+        raise NotImplementedError()
+
+    #: ``callable(flow_id, reason)`` set by the orchestrator: called when an
+    #: abort is requested while this process may run the job
+    on_abort = None
+
+
+class MemoryJobBoard(JobBoard):
+    """In-process board (``memory://``); boards of one process with the same
+    URL share their jobs, as conductors share one ZooKeeper."""
+
+    _boards = {}
+    _boards_lock = threading.Lock()
+    _tokens = itertools.count(1)
+
+    def __init__(self, owner, url='memory://'):
+        super().__init__(owner)
+        with self._boards_lock:
+            self._shared = self._boards.setdefault(
+                url, {'jobs': {}, 'lock': threading.Lock(), 'boards': [],
+                      'aborts': {}})
+
+    @classmethod
+    def reset(cls):
+        """Forget every in-process job (tests)."""
+        with cls._boards_lock:
+            for shared in cls._boards.values():
+                shared['jobs'].clear()
+                shared['aborts'].clear()
+
+    def connect(self, as_conductor=True):
+        if as_conductor:
+            with self._boards_lock:
+                if self not in self._shared['boards']:
+                    self._shared['boards'].append(self)
+
+    def _notify_all(self):
+        for board in list(self._shared['boards']):
+            board.changed.set()
+
+    def close(self):
+        with self._boards_lock:
+            if self in self._shared['boards']:
+                self._shared['boards'].remove(self)
+
+    def post(self, flow_id, book, details):
+        details = dict(details, flow_id=flow_id)
+        with self._shared['lock']:
+            self._shared['jobs'][flow_id] = {
+                'details': details, 'owner': None, 'token': None}
+        self._notify_all()
+
+    def claimable(self):
+        with self._shared['lock']:
+            return [fid for fid, job in self._shared['jobs'].items()
+                    if job['owner'] is None]
+
+    def job_identity(self, job):
+        with self._shared['lock']:
+            record = self._shared['jobs'].get(job) or {'details': {}}
+            return job, record['details'].get('posted_by')
+
+    def is_alive(self, owner):
+        return any(b.owner == owner for b in list(self._shared['boards']))
+
+    def claim(self, job):
+        with self._shared['lock']:
+            record = self._shared['jobs'].get(job)
+            if record is None or record['owner'] is not None:
+                return None
+            record['owner'] = self.owner
+            record['token'] = next(self._tokens)
+            return Claim(job, job, record['token'], dict(record['details']))
+
+    def _owned(self, claim):
+        record = self._shared['jobs'].get(claim.flow_id)
+        return (record is not None and record['owner'] == self.owner and
+                record['token'] == claim.token)
+
+    def still_owned(self, claim):
+        with self._shared['lock']:
+            return self._owned(claim)
+
+    def consume(self, claim):
+        with self._shared['lock']:
+            if self._owned(claim):
+                del self._shared['jobs'][claim.flow_id]
+                self._shared['aborts'].pop(claim.flow_id, None)
+                return
+        LOG.warning('Not consuming job of flow %s: no longer ours',
+                    claim.flow_id)
+
+    def abandon(self, claim):
+        with self._shared['lock']:
+            if self._owned(claim):
+                record = self._shared['jobs'][claim.flow_id]
+                record['owner'] = record['token'] = None
+        self._notify_all()
+
+    def list_jobs(self):
+        with self._shared['lock']:
+            return [dict(flow_id=fid, details=dict(job['details']),
+                         owner=job['owner'], token=job['token'])
+                    for fid, job in sorted(self._shared['jobs'].items())]
+
+    def request_abort(self, flow_id, reason):
+        with self._shared['lock']:
+            self._shared['aborts'][flow_id] = reason
+        for board in list(self._shared['boards']):
+            if board.on_abort is not None:
+                board.on_abort(flow_id, reason)
+
+    def abort_requested(self, flow_id):
+        with self._shared['lock']:
+            return self._shared['aborts'].get(flow_id)
+
+
+class ZooKeeperJobBoard(JobBoard):
+    """TaskFlow's ZooKeeper job board on the coordinator's kazoo session.
+
+    :param owner: claim owner name
+    :param coordinator: a started
+        :class:`nova.orc.coordination.ZooKeeperCoordinator`; the board lives
+        at ``<its base>/jobs`` (TaskFlow keeps its trash folder beside it,
+        ``<base>/.trash``: one board per chroot)
+    """
+
+    def __init__(self, owner, coordinator):
+        super().__init__(owner)
+        self.coordinator = coordinator
+        self.path = coordinator.base + '/jobs'
+        #: one ephemeral node per connected conductor (liveness of posters)
+        self.conductors_path = coordinator.base + '/conductors'
+        #: one node per job an operator asked to abort (data: the reason)
+        self.aborts_path = coordinator.base + '/aborts'
+        self._aborts = set()
+        self._board = None
+        self._watch = None
+        self._unclaimed = set()
+        self._lock = threading.Lock()
+
+    def connect(self, as_conductor=True):
+        if self._board is not None:
+            return
+        client = self.coordinator.client
+        board = impl_zookeeper.ZookeeperJobBoard(
+            'nova-orc', {'path': self.path,
+                         # kazoo's server version check needs the 'envi'
+                         # four-letter command (PITFALLS)
+                         'check_compatible': False},
+            client=client, emit_notifications=False)
+        try:
+            board.connect()
+        except tf_exc.JobFailure as e:
+            raise orc_exc.CoordinationUnavailable(
+                reason='job board %s: %s' % (self.path, e))
+        self._board = board
+        client.ensure_path(self.aborts_path)
+        if not as_conductor:
+            return
+        self._register()
+        self.coordinator.add_session_listener(self._on_session_change)
+        self._watch = watchers.ChildrenWatch(client, self.path,
+                                             self._on_children)
+        watchers.ChildrenWatch(client, self.conductors_path,
+                               self._on_conductors)
+        watchers.ChildrenWatch(client, self.aborts_path, self._on_aborts)
+
+    def _register(self):
+        """This conductor's liveness node (ephemeral: gone with the
+        session)."""
+        client = self.coordinator.client
+        client.ensure_path(self.conductors_path)
+        try:
+            client.create('%s/%s' % (self.conductors_path, self.owner),
+                          ephemeral=True)
+        except kazoo_exc.NodeExistsError:
+            pass
+
+    def _on_session_change(self, state):
+        if state == 'connected' and self._board is not None:
+            # a new session after a lost one: liveness node again
+            try:
+                self._register()
+            except Exception:
+                LOG.exception('Could not register conductor %s', self.owner)
+
+    def _on_aborts(self, children):
+        """Abort requests: tell the orchestrator about new ones."""
+        new = set(children) - self._aborts
+        self._aborts = set(children)
+        for flow_id in new:
+            reason = self.abort_requested(flow_id)
+            if reason and self.on_abort is not None:
+                self.on_abort(flow_id, reason)
+        return self._board is not None
+
+    def _on_conductors(self, children):
+        """A conductor came or went: jobs it posted may be ours to run."""
+        self.changed.set()
+        return self._board is not None
+
+    def _on_children(self, children):
+        """Jobs folder changed: remember which jobs have no claim node and
+        wake the conductor when there is one. Runs on kazoo's thread."""
+        children = set(children)
+        unclaimed = {c for c in children if not c.endswith(LOCK_POSTFIX) and
+                     c + LOCK_POSTFIX not in children}
+        with self._lock:
+            self._unclaimed = unclaimed
+        if unclaimed:
+            self.changed.set()
+        return self._board is not None
+
+    def close(self):
+        board, self._board = self._board, None
+        if board is not None:
+            try:
+                self.coordinator.client.delete(
+                    '%s/%s' % (self.conductors_path, self.owner))
+            except Exception:
+                pass
+            board.close()
+
+    def post(self, flow_id, book, details):
+        details = dict(details, flow_id=flow_id)
+        try:
+            self._board.post('%s-%s' % (details.get('operation', 'flow'),
+                                        flow_id), book=book, details=details)
+        except tf_exc.JobFailure as e:
+            raise orc_exc.CoordinationUnavailable(
+                reason='job board %s: %s' % (self.path, e))
+
+    def claimable(self):
+        with self._lock:
+            unclaimed = set(self._unclaimed)
+        if not unclaimed:
+            return []
+        return [job for job in self._board.iterjobs()
+                if job.path.rsplit('/', 1)[-1] in unclaimed]
+
+    def job_identity(self, job):
+        return job.details.get('flow_id'), job.details.get('posted_by')
+
+    def is_alive(self, owner):
+        try:
+            return self.coordinator.client.exists(
+                '%s/%s' % (self.conductors_path, owner)) is not None
+        except Exception:
+            # unsure: do not take another conductor's job
+            return True
+
+    def claim(self, job):
+        try:
+            self._board.claim(job, self.owner)
+        except (tf_exc.UnclaimableJob, tf_exc.NotFound):
+            return None
+        except tf_exc.JobFailure as e:
+            LOG.warning('Could not claim job %s: %s', job.uuid, e)
+            return None
+        token = self.coordinator.claim_token(job.lock_path)
+        if token is None:
+            return None
+        return Claim(job, job.details['flow_id'], token, dict(job.details))
+
+    def still_owned(self, claim):
+        try:
+            token = self.coordinator.claim_token(claim.job.lock_path)
+        except Exception as e:
+            LOG.info('Claim of flow %s unverifiable, taken as lost: %s',
+                     claim.flow_id, e)
+            return False
+        return token == claim.token
+
+    def consume(self, claim):
+        try:
+            self._board.consume(claim.job, self.owner)
+        except (tf_exc.JobFailure, tf_exc.NotFound) as e:
+            LOG.warning('Not consuming job of flow %s: %s', claim.flow_id, e)
+            return
+        try:
+            self.coordinator.client.delete(
+                '%s/%s' % (self.aborts_path, claim.flow_id))
+        except kazoo_exc.NoNodeError:
+            pass
+
+    def abandon(self, claim):
+        try:
+            self._board.abandon(claim.job, self.owner)
+        except (tf_exc.JobFailure, tf_exc.NotFound) as e:
+            LOG.info('Not abandoning job of flow %s: %s', claim.flow_id, e)
+
+    def list_jobs(self):
+        jobs = []
+        for job in self._board.iterjobs(ensure_fresh=True):
+            owner = self._board.find_owner(job)
+            token = self.coordinator.claim_token(job.lock_path) \
+                if owner else None
+            jobs.append(dict(flow_id=job.details.get('flow_id'),
+                             details=dict(job.details), owner=owner,
+                             token=token))
+        return jobs
+
+
+    def request_abort(self, flow_id, reason):
+        try:
+            self.coordinator.client.create(
+                '%s/%s' % (self.aborts_path, flow_id),
+                reason.encode('utf-8'))
+        except kazoo_exc.NodeExistsError:
+            pass
+
+    def abort_requested(self, flow_id):
+        try:
+            data, _stat = self.coordinator.client.get(
+                '%s/%s' % (self.aborts_path, flow_id))
+        except kazoo_exc.NoNodeError:
+            return None
+        return data.decode('utf-8') or 'aborted by an operator'
+
+
+def board_from_coordinator(coordinator, owner, url):
+    """The board matching the coordinator's backend (not connected).
+
+    :param url: ``[orc] coordination_url`` (memory boards are shared by URL)
+    """
+    if isinstance(coordinator, coordination.ZooKeeperCoordinator):
+        return ZooKeeperJobBoard(owner, coordinator)
+    return MemoryJobBoard(owner, url)

@@ -1,0 +1,184 @@
+"""Conductor failover on the functional harness, with a real ZooKeeper.
+
+Two nova-orc conductors share one ZooKeeper chroot. The conductor running a
+boot "dies" at a chosen point: its ZooKeeper session is closed (its job
+claim and liveness node vanish, as when a killed process's session
+expires) and the thread running the step freezes there for the rest of the
+test, so it never acts again. The other conductor must claim the job,
+resume the flow from the journal, and finish it with nothing done twice and
+nothing left behind. (Real processes killed with SIGKILL: the all-in-one
+crash matrix, ``tools/aio.d/test_failover.sh``.)
+"""
+
+import threading
+
+from oslo_utils import importutils
+
+from nova import exception
+from nova import objects
+from nova.tests.functional.orc import fixtures as orc_fixtures
+from nova.tests.functional.orc import test_boot
+
+MANAGER = 'nova.conductor.manager.ComputeTaskManager'
+HOST_API = 'nova.orc.compute.rpcapi.OrcComputeAPI'
+
+
+class OrcFailoverTest(test_boot.OrcBootTestBase):
+
+    def setUp(self):
+        super().setUp()
+        # short sessions: the survivor notices the death within a second
+        self.flags(zookeeper_session_timeout=2, group='orc')
+        # the survivor unseals the admin password the API generated
+        self.flags(secret_key='failover-test', group='orc')
+        self.conductor2 = self.start_service('conductor', host='conductor2')
+        self.frozen = threading.Event()
+        self.died = []
+        #: called once the first conductor is dead (e.g. to upgrade the
+        #: survivor's code)
+        self.after_death = None
+        # frozen threads are let go at clean-up (after the survivor ended
+        # the flow); they return without acting further
+        self.addCleanup(self.frozen.set)
+
+    def _orchestrators(self):
+        """This test's orchestrators (those on its ZooKeeper chroot)."""
+        return [o for o in orc_fixtures.FlowTracker.orchestrators
+                if getattr(o.coordinator, 'base', None) == self.orc.chroot]
+
+    def _die(self, orchestrator, point):
+        """The conductor of ``orchestrator`` dies here: session gone, this
+        thread frozen until the test ends."""
+        self.died.append((orchestrator.owner, point))
+        if self.after_death is not None:
+            self.after_death()
+        orchestrator.coordinator.client.stop()
+        self.frozen.wait()
+
+    def _die_around(self, path, after):
+        """Die before or after the call of ``path`` (a dotted path the
+        conductor calls while running the boot flow)."""
+        module, _sep, name = path.rpartition('.')
+        original = getattr(importutils.import_class(module), name)
+        test = self
+
+        def die():
+            # one boot at a time: the orchestrator running a job is ours
+            running = [o for o in test._orchestrators() if o._runs]
+            test._die(running[0], name)
+
+        def hook(*args, **kwargs):
+            if not test.died and not after:
+                die()
+            result = original(*args, **kwargs)
+            if not test.died and after:
+                die()
+            return result
+        self.stub_out(path, hook)
+
+    def _boot_and_check(self):
+        server = self._create_server(networks='none')
+        self.assertEqual('ACTIVE', server['status'])
+        self.assertEqual(1, len(self.died), self.died)
+        flow, atoms = self._journal(server['id'])
+        self.assertEqual('SUCCESS', flow['state'])
+        # claimed twice: by the conductor that died, then the survivor
+        self.assertEqual(2, flow['meta']['claims'])
+        survivor = [o for o in self._orchestrators()
+                    if o.owner != self.died[0][0]]
+        self.assertTrue(survivor)
+        # exactly one guest, on the host the journal names
+        host = server['OS-EXT-SRV-ATTR:host']
+        guests = {h: c.driver.list_instance_uuids()
+                  for h, c in self.computes.items()}
+        self.assertEqual({host: [server['id']]},
+                         {h: g for h, g in guests.items() if g}, guests)
+        # one allocation, on that host
+        self.assertEqual({'VCPU': 1, 'MEMORY_MB': 512, 'DISK_GB': 1},
+                         self._usages(host))
+        other = 'host2' if host == 'host1' else 'host1'
+        self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0},
+                         self._usages(other))
+        # no build request left, one mapping to the cell, locks released
+        self.assertRaises(exception.BuildRequestNotFound,
+                          objects.BuildRequest.get_by_instance_uuid,
+                          self.ctxt, server['id'])
+        mapping = objects.InstanceMapping.get_by_instance_uuid(
+            self.ctxt, server['id'])
+        self.assertIsNotNone(mapping.cell_mapping)
+        self.assertEqual([], self.orc.coordinator().list_locks())
+        return server
+
+    def test_die_after_scheduling(self):
+        self._die_around(MANAGER + '._schedule_instances', after=True)
+        self._boot_and_check()
+
+    def test_die_after_mapping_before_build_request_delete(self):
+        self._die_around(MANAGER + '._map_instance_to_cell', after=True)
+        self._boot_and_check()
+
+    def test_die_after_host_claim(self):
+        self._die_around(HOST_API + '.claim_resources', after=True)
+        self._boot_and_check()
+
+    def test_die_before_spawn(self):
+        self._die_around(HOST_API + '.spawn', after=False)
+        self._boot_and_check()
+
+    def test_die_after_spawn(self):
+        self._die_around(HOST_API + '.spawn', after=True)
+        self._boot_and_check()
+
+    def test_die_after_finish(self):
+        self._die_around(HOST_API + '.finish_build', after=True)
+        self._boot_and_check()
+
+    # -------------------------------------------------- what a resume refuses
+    def _boot_to_error(self):
+        server = self._create_server(networks='none', expected_state='ERROR')
+        self.assertEqual(1, len(self.died), self.died)
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', flow['state'])
+        self.assertEqual(2, flow['meta']['claims'])
+        # nothing held: no guest, no allocation, no lock
+        for compute in self.computes.values():
+            self.assertEqual([], compute.driver.list_instance_uuids())
+        self.assertEqual({}, self._allocations(server['id']))
+        self.assertEqual([], self.orc.coordinator().list_locks())
+        return server
+
+    def test_poison_job_past_max_resumes_reverts_with_fault(self):
+        self.flags(max_resumes=0, group='orc')
+        self._die_around(HOST_API + '.claim_resources', after=True)
+        server = self._boot_to_error()
+        self.assertIn('resumed 1 times, more than [orc] max_resumes = 0',
+                      server['fault']['message'])
+        # the task the abort stopped is an instance-action event in error
+        events = self._events(server['id'])
+        failed = [name for name, event in events.items()
+                  if name.startswith('orc_') and event['result'] == 'Error']
+        self.assertTrue(failed, events)
+
+    def test_resume_without_the_secret_key_reverts_with_fault(self):
+        self.flags(secret_key=None, group='orc')
+        self._die_around(HOST_API + '.claim_resources', after=True)
+        server = self._boot_to_error()
+        self.assertIn('cannot be recovered by the conductor resuming the '
+                      'flow', server['fault']['message'])
+
+    def test_flow_of_a_version_it_cannot_resume_reverts(self):
+        self._die_around(HOST_API + '.claim_resources', after=True)
+        # the survivor runs a newer boot flow that cannot resume version 1
+        self.after_death = lambda: self._upgrade_boot_flow(2, (2,))
+        server = self._boot_to_error()
+        self.assertIn('journaled by boot flow version 1',
+                      server['fault']['message'])
+
+    def test_flow_of_an_older_resumable_version_resumes(self):
+        self._die_around(HOST_API + '.claim_resources', after=True)
+        self.after_death = lambda: self._upgrade_boot_flow(2, (1, 2))
+        self._boot_and_check()
+
+    def _upgrade_boot_flow(self, version, resumable):
+        self.stub_out('nova.orc.flows.boot.VERSION', version)
+        self.stub_out('nova.orc.flows.boot.RESUMABLE_VERSIONS', resumable)
