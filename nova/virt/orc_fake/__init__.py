@@ -24,12 +24,14 @@ Nova's functional harness. ``spawn_delay`` is read at each spawn, so a test
 can change it with ``self.flags(spawn_delay=..., group='orc_fake')``.
 """
 
+import os
 import time
 
 from oslo_config import cfg
 from oslo_log import log as logging
 
 import nova.conf
+from nova import exception
 from nova.virt import fake
 
 CONF = nova.conf.CONF
@@ -43,19 +45,70 @@ orc_fake_opts = [
         help='Seconds the orc_fake drivers sleep at the start of each spawn '
              '(before the guest exists on the fake hypervisor). 0: spawn at '
              'once, like fake.FakeDriver.'),
+    cfg.StrOpt(
+        'guests_dir',
+        default=None,
+        help='Folder where the orc_fake drivers keep one empty file per '
+             'guest, ``<guests_dir>/<host>/<instance uuid>``, created when '
+             'spawn made the guest and removed when destroy removed it, so '
+             'that a test outside the compute process can count the guests '
+             'of every fake hypervisor. Unset: none kept.'),
+    cfg.StrOpt(
+        'fail_spawn_file',
+        default=None,
+        help='A file naming hosts (whitespace separated) on which spawn '
+             'fails (a reschedulable error), read at each spawn; a missing '
+             'file fails nothing. Lets a test make builds fail and revert '
+             'without restarting the computes.'),
 ]
 CONF.register_opts(orc_fake_opts, group='orc_fake')
+
+
+def _guest_file(instance):
+    """``<guests_dir>/<host>/<uuid>``, or None when not kept."""
+    if not CONF.orc_fake.guests_dir:
+        return None
+    folder = os.path.join(CONF.orc_fake.guests_dir, CONF.host)
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, instance.uuid)
+
+
+def _fails_here():
+    path = CONF.orc_fake.fail_spawn_file
+    try:
+        with open(path or '') as f:
+            return CONF.host in f.read().split()
+    except OSError:
+        return False
 
 
 class _SlowSpawnMixin:
     def spawn(self, context, instance, *args, **kwargs):
         """Sleep ``[orc_fake] spawn_delay`` seconds (green under eventlet),
-        then ``FakeDriver.spawn`` (the guest appears at the end)."""
+        then ``FakeDriver.spawn`` (the guest appears at the end).
+
+        :raises nova.exception.HypervisorUnavailable: this host is named in
+            ``[orc_fake] fail_spawn_file`` (stock reschedules it)
+        """
         delay = CONF.orc_fake.spawn_delay
         if delay:
             LOG.info('Spawning slowly: %.1f s', delay, instance=instance)
             time.sleep(delay)
-        return super().spawn(context, instance, *args, **kwargs)
+        if _fails_here():
+            raise exception.HypervisorUnavailable(host=CONF.host)
+        result = super().spawn(context, instance, *args, **kwargs)
+        path = _guest_file(instance)
+        if path:
+            open(path, 'w').close()
+        return result
+
+    def destroy(self, context, instance, *args, **kwargs):
+        """``FakeDriver.destroy``, and the guest's file goes."""
+        result = super().destroy(context, instance, *args, **kwargs)
+        path = _guest_file(instance)
+        if path and os.path.exists(path):
+            os.unlink(path)
+        return result
 
 
 class SlowSpawnDriver(_SlowSpawnMixin, fake.FakeDriver):

@@ -1,9 +1,13 @@
 """The slow-spawn fake virt drivers (``nova/virt/orc_fake``)."""
 
+import os
 from unittest import mock
+
+import fixtures
 
 from oslo_utils.fixture import uuidsentinel as uuids
 
+from nova import exception
 from nova import objects
 from nova import test
 from nova.virt import driver as virt_driver
@@ -41,3 +45,21 @@ class SlowSpawnDriverTest(test.NoDBTestCase):
         self._spawn(driver)
         sleep.assert_not_called()
         self.assertEqual([uuids.instance], driver.list_instance_uuids())
+
+    def test_guests_are_files_and_spawn_fails_on_named_hosts(self):
+        folder = self.useFixture(fixtures.TempDir()).path
+        driver = virt_driver.load_compute_driver(
+            fake.FakeVirtAPI(), 'orc_fake.SlowSpawnDriver')
+        self.flags(host='hostA')
+        self.flags(guests_dir=folder + '/guests',
+                   fail_spawn_file=folder + '/fail', group='orc_fake')
+        instance = self._spawn(driver)
+        guest = os.path.join(folder, 'guests', 'hostA', uuids.instance)
+        self.assertTrue(os.path.exists(guest))
+        driver.destroy(None, instance, [])
+        self.assertFalse(os.path.exists(guest))
+        with open(folder + '/fail', 'w') as f:
+            f.write('hostB hostA\n')
+        self.assertRaises(exception.HypervisorUnavailable, self._spawn,
+                          driver)
+        self.assertFalse(os.path.exists(guest))
