@@ -26,7 +26,9 @@ How an operation runs (DESIGN section 4):
 4. A flow that ended (SUCCESS or REVERTED) releases its locks and its job is
    consumed. A flow whose claim was lost (the session expired: another
    conductor takes over) is suspended and left alone. A flow that failed
-   to revert (FAILURE) keeps its locks and goes back to the board.
+   to revert (FAILURE) keeps its locks and goes back to the board: it is
+   reverted again after :data:`FAILED_JOB_BACKOFF` seconds, and quarantined
+   (job removed, locks kept, an error logged) past ``[orc] max_resumes``.
 5. A job resumed more than ``[orc] max_resumes`` times, or journaled by a
    flow version this conductor cannot resume, is aborted: its next task
    fails with :class:`nova.orc.exception.JobAborted` and the flow reverts to
@@ -433,11 +435,19 @@ class Orchestrator:
                 # ended, but its job was not consumed (died in between)
                 self._finish(run, flow_detail.state, meta)
                 return
+            if meta.get('retry_after', 0) > time.time():
+                # its revert failed recently: not yet
+                self._give_back(run, until=meta['retry_after'])
+                return
             meta['claims'] = meta.get('claims', 0) + 1
             meta['claimed_at'] = timeutils.utcnow().isoformat()
             meta['conductor'] = CONF.host
             run.resumed = meta['claims'] > 1
             run.abort_reason = self._abort_reason(flow_detail)
+            failed_revert = flow_detail.state == states.FAILURE
+            if failed_revert and run.abort_reason:
+                self._quarantine(run, conn, flow_detail)
+                return
             conn.update_flow_details(flow_detail)
         with self._lock:
             transient = self._transient.pop(flow_id, None)
@@ -456,10 +466,12 @@ class Orchestrator:
         engine = taskflow.engines.load(
             flow, flow_detail=flow_detail, book=book, backend=self.backend,
             **self._engine_options())
-        secrets = {key: transient.get(key) for key in module.SECRETS}
-        engine.storage.inject(dict(meta['store'], **secrets,
+        secret_inputs = {key: transient.get(key) for key in module.SECRETS}
+        engine.storage.inject(dict(meta['store'], **secret_inputs,
                                    **{names.CONTEXT: context}),
                               transient=True)
+        if failed_revert:
+            self._retry_reverts(engine, flow_detail)
         run.engine = engine
         if run.lost or self._stopping.is_set():
             run.suspend('claimed while stopping')
@@ -473,6 +485,41 @@ class Orchestrator:
             LOG.info('Flow %s (%s of instance %s) reverted: %s', flow_id,
                      flow_detail.name, meta['instance_uuid'], e)
         self._finish(run, engine.storage.get_flow_state(), meta)
+
+    @staticmethod
+    def _retry_reverts(engine, flow_detail):
+        """A flow whose revert failed (FAILURE): its atoms whose revert
+        failed revert again, then the rest of the revert goes on. (TaskFlow
+        would otherwise call the flow REVERTED without retrying them.)"""
+        LOG.warning('Flow %s failed to revert earlier: reverting again',
+                    flow_detail.uuid)
+        for atom_detail in flow_detail:
+            if atom_detail.state == states.REVERT_FAILURE:
+                engine.storage.set_atom_state(atom_detail.name,
+                                              states.REVERTING)
+        engine.storage.set_flow_state(states.RUNNING)
+
+    def _give_back(self, run, until):
+        """Abandon the job and leave it alone here until ``until`` (epoch
+        seconds)."""
+        with self._lock:
+            self._backoff[run.claim.flow_id] = (
+                time.monotonic() + max(0.0, until - time.time()))
+        self.board.abandon(run.claim)
+
+    def _quarantine(self, run, conn, flow_detail):
+        """A flow whose revert keeps failing: stop cycling it. Its job is
+        removed, its locks stay (the resources are in an unknown state);
+        ``nova-orc lock list`` shows them and ``nova-orc job resume`` tries
+        again once the cause is fixed."""
+        LOG.error('Flow %s (%s of instance %s) failed to revert and %s: it '
+                  'is quarantined (job removed, locks kept); see nova-orc '
+                  'lock list and nova-orc job resume', flow_detail.uuid,
+                  flow_detail.name, flow_detail.meta['instance_uuid'],
+                  run.abort_reason)
+        flow_detail.meta['quarantined'] = run.abort_reason
+        conn.update_flow_details(flow_detail)
+        self.board.consume(run.claim)
 
     def _abort_reason(self, flow_detail):
         """Why a claimed job must not go on (str), or None."""
@@ -550,10 +597,20 @@ class Orchestrator:
             return
         if state != states.SUSPENDED:
             LOG.error('Flow %s ended %s (a revert failed): its locks stay '
-                      'and its job goes back to the board to be resumed',
-                      flow_id, state)
-            with self._lock:
-                self._backoff[flow_id] = time.monotonic() + FAILED_JOB_BACKOFF
+                      'and its job goes back to the board, to be reverted '
+                      'again in %d s', flow_id, state, FAILED_JOB_BACKOFF)
+            meta['retry_after'] = time.time() + FAILED_JOB_BACKOFF
+            try:
+                with contextlib.closing(
+                        self.backend.get_connection()) as conn:
+                    flow_detail = conn.get_flow_details(flow_id, lazy=True)
+                    flow_detail.meta = meta
+                    conn.update_flow_details(flow_detail)
+            except Exception:
+                LOG.exception('Could not journal the retry time of flow %s',
+                              flow_id)
+            self._give_back(run, until=meta['retry_after'])
+            return
         self.board.abandon(run.claim)
 
     # ------------------------------------------------------------- queries

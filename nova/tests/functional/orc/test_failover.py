@@ -16,6 +16,7 @@ from oslo_utils import importutils
 
 from nova import exception
 from nova import objects
+from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
 
@@ -182,3 +183,29 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
     def _upgrade_boot_flow(self, version, resumable):
         self.stub_out('nova.orc.flows.boot.VERSION', version)
         self.stub_out('nova.orc.flows.boot.RESUMABLE_VERSIONS', resumable)
+
+    def test_failed_revert_is_resumed_and_finished(self):
+        """A revert that fails (the host unreachable while destroying the
+        failed guest) leaves the flow FAILURE with its locks; the job comes
+        back after the backoff and the revert is finished."""
+        self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
+        self.flags(max_attempts=1, group='scheduler')
+        self._fail_spawn_on(['host1', 'host2'])
+        original = orc_rpcapi.OrcComputeAPI.destroy_guest
+        calls = []
+
+        def destroy_guest(api, *args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise exception.HostNotFound(host='unreachable')
+            return original(api, *args, **kwargs)
+        self.stub_out(HOST_API + '.destroy_guest', destroy_guest)
+        server = self._create_server(networks='none', expected_state='ERROR')
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', flow['state'])
+        self.assertEqual(2, len(calls))
+        self.assertEqual(2, flow['meta']['claims'])
+        for compute in self.computes.values():
+            self.assertEqual([], compute.driver.list_instance_uuids())
+        self.assertEqual({}, self._allocations(server['id']))
+        self.assertEqual([], self.orc.coordinator().list_locks())
