@@ -19,6 +19,10 @@ def main(argv=None):
     parser.add_argument('--stock', action='store_true',
                         help='run on stock Nova managers')
     parser.add_argument('-v', '--verbose', action='store_true')
+    parser.add_argument('--timeout', type=int, default=testrun.DEFAULT_TIMEOUT,
+                        help='seconds per test before it fails with the '
+                             'stacks of every (green) thread printed '
+                             '(default %(default)s; 0: none)')
     parser.add_argument('tests', nargs='+', metavar='TEST_ID')
     args = parser.parse_args(argv)
     from nova.tests.functional.orc import fixtures
@@ -26,7 +30,7 @@ def main(argv=None):
         fixtures.install()
     label = 'stock' if args.stock else 'orc'
     _passed, failed, _skipped = testrun.run(
-        label, args.tests, verbose=args.verbose,
+        label, args.tests, verbose=args.verbose, timeout=args.timeout,
         before_summary=lambda: print(
             '%s: flows run (name, end state): %s' % (
                 label, sorted(fixtures.FlowTracker.finished.items()))))
