@@ -134,7 +134,7 @@ def throwaway_database(server_url):
 def bench_database(label, url, flows):
     CONF.set_override('connection', url, group='orc')
     migration.db_sync()
-    orc_backend = journal.JournalBackend(deferred=boot.QUICK_ATOMS)
+    orc_backend = journal.JournalBackend()
     tf_backend = tf_backends.fetch({'connection': url})
     with contextlib.closing(tf_backend.get_connection()) as conn:
         conn.upgrade()

@@ -15,9 +15,41 @@ writing it (PITFALLS). This backend implements the same plug-in API
   object, so a save is one ``UPDATE`` (an ``INSERT`` the first time), never a
   read-merge-write.
 
+The journal is a write-ahead log
+--------------------------------
+A crash may come between any two statements; what the database holds must
+then be a prefix of what happened, so that a resumed flow re-runs whatever
+may have been cut short (its atoms are idempotent) and nothing else:
+
+1. An atom's RUNNING or REVERTING state is committed before
+   ``update_atom_details`` returns, hence before TaskFlow lets the atom's
+   side effects (``execute`` / ``revert``) start. It is never deferred.
+2. Every other atom write (SUCCESS, FAILURE, REVERTED, REVERT_FAILURE with
+   the result or failure, PENDING and IGNORE resets, intentions, retry
+   history, RETRYING) is deferred: kept in memory and committed in the same
+   transaction as, and before, the flow's next write, which is the next
+   RUNNING/REVERTING write of an atom of that flow or a write of the flow
+   itself (the engine writes the flow's state when it stops, whatever the
+   outcome). TaskFlow starts no side effect without one of these writes
+   first, so an atom's result is durable before the next atom starts. A
+   crash in between leaves the atom RUNNING (REVERTING) in the journal and a
+   resume runs it again: exactly the recovery its idempotence provides.
+3. The in-memory view (what was last committed per atom, the deferred
+   writes) changes only after the commit succeeded: a failed commit leaves
+   it as it was, so TaskFlow's storage retry (on ``StorageFailure``) writes
+   the same change again, deferred writes included.
+
+The rule is generic: it depends on the state written, not on the atom. With
+the parallel engine two atoms are RUNNING at once; each RUNNING write is
+committed on its own (with what is deferred), a result that arrives while
+the other atom still runs waits for the next write, and a crash re-runs
+both. Retries (``RetryDetail``) follow the same rule: their RUNNING is
+committed, their history rides with the REVERTING writes that follow a
+failure.
+
 Rows keep TaskFlow's ``to_dict()`` as JSON. Atom rows also get
-``started_at`` (first save in RUNNING or REVERTING) and ``finished_at``
-(save in a final state), which ``nova-orc flow show`` prints as timings.
+``started_at`` (save in RUNNING or REVERTING) and ``finished_at`` (save in a
+final state), which ``nova-orc flow show`` prints as timings.
 
 What goes into the journal is what tasks return and what is injected
 persistently; secrets (auth token, admin password, injected files) are
@@ -47,6 +79,7 @@ from nova.orc.persistence import tables
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
+#: atom states committed before the save returns (side effects follow)
 _STARTED_STATES = (states.RUNNING, states.REVERTING)
 _FINISHED_STATES = (states.SUCCESS, states.FAILURE, states.REVERTED,
                     states.REVERT_FAILURE)
@@ -134,44 +167,97 @@ def _dumps(obj):
     return jsonutils.dumps(data)
 
 
-def _statements(table, parent=None, timing=False):
+def _statements(table, columns, insert_columns):
     """UPDATE and INSERT statements of ``table``, built once, with a bind
-    parameter per column (SQLAlchemy then reuses their compiled form).
-    The ``parent`` link column is only written by INSERT."""
-    cols = [c.name for c in table.c if c.name not in (
-        'uuid', 'created_at', 'started_at', 'finished_at', parent)]
+    parameter ``b_<column>`` per column (SQLAlchemy then reuses their
+    compiled form). UPDATE writes ``columns``, INSERT ``insert_columns``
+    and ``created_at`` (from ``b_updated_at``)."""
     where = table.c.uuid == sa.bindparam('b_uuid')
-    values = {c: sa.bindparam('b_' + c) for c in cols}
-    if parent:
-        values_insert = dict(values, **{parent: sa.bindparam('b_' + parent)})
-    else:
-        values_insert = values
-    stmts = {
+    values = {c: sa.bindparam('b_' + c) for c in columns}
+    return {
         'update': table.update().where(where).values(**values),
         'insert': table.insert().values(
             uuid=sa.bindparam('b_uuid'),
-            created_at=sa.bindparam('b_updated_at'), **values_insert),
-    }
-    if timing:
-        stmts['update_started'] = table.update().where(where).values(
-            started_at=sa.bindparam('b_updated_at'), finished_at=None,
-            **values)
-        stmts['update_finished'] = table.update().where(where).values(
-            finished_at=sa.bindparam('b_updated_at'), **values)
-        stmts['update_started_finished'] = table.update().where(
-            where).values(started_at=sa.bindparam('b_started_at'),
-                          finished_at=sa.bindparam('b_updated_at'),
-                          **values)
-        stmts['insert_started'] = table.insert().values(
-            uuid=sa.bindparam('b_uuid'),
             created_at=sa.bindparam('b_updated_at'),
-            started_at=sa.bindparam('b_updated_at'), **values_insert)
+            **{c: sa.bindparam('b_' + c) for c in insert_columns}),
+    }
+
+
+_LOGBOOK = _statements(tables.logbooks, ('name', 'data', 'updated_at'),
+                       ('name', 'data', 'updated_at'))
+
+_FLOW_COLUMNS = ('name', 'state', 'instance_uuid', 'data', 'updated_at')
+_FLOW = _statements(tables.flow_details, _FLOW_COLUMNS,
+                    _FLOW_COLUMNS + ('logbook_uuid',))
+
+
+def _atom_statements():
+    """Atom row statements: ``update`` (state, intention, data; name and
+    type never change), ``update_started`` (also ``started_at``, clears
+    ``finished_at``), ``update_finished`` (also ``finished_at``);
+    ``insert`` (a new atom)."""
+    ad = tables.atom_details
+    where = ad.c.uuid == sa.bindparam('b_uuid')
+    values = {c: sa.bindparam('b_' + c)
+              for c in ('state', 'intention', 'data', 'updated_at')}
+    update = ad.update().where(where)
+    stmts = {
+        'update': update.values(**values),
+        'update_started': update.values(
+            started_at=sa.bindparam('b_started_at'), finished_at=None,
+            **values),
+        'update_finished': update.values(
+            finished_at=sa.bindparam('b_finished_at'), **values),
+    }
+    stmts['insert'] = ad.insert().values(
+        uuid=sa.bindparam('b_uuid'), created_at=sa.bindparam('b_updated_at'),
+        **{c: sa.bindparam('b_' + c) for c in (
+            'flow_uuid', 'name', 'atom_type', 'state', 'intention', 'data',
+            'updated_at')})
+    stmts['flow_of'] = sa.select(ad.c.flow_uuid).where(where)
     return stmts
 
 
-_LOGBOOK = _statements(tables.logbooks)
-_FLOW = _statements(tables.flow_details, parent='logbook_uuid')
-_ATOM = _statements(tables.atom_details, parent='flow_uuid', timing=True)
+_ATOM = _atom_statements()
+
+
+class _AtomWrite:
+    """One atom row write: the statement (a key of ``_ATOM``), its bind
+    parameters, and the ``(state, data)`` it leaves in the row."""
+
+    __slots__ = ('ad_uuid', 'state', 'data', 'stmt', 'params')
+
+    def __init__(self, ad_uuid, state, data, stmt, params):
+        self.ad_uuid = ad_uuid
+        self.state = state
+        self.data = data
+        self.stmt = stmt
+        self.params = params
+
+
+def _atom_write(ad, data, previous_state, pending):
+    """The write of atom detail ``ad`` (JSON ``data``) over a row last in
+    ``previous_state`` (None: unknown). ``pending``: the deferred write it
+    replaces, if any (a finish time it set is kept)."""
+    now = timeutils.utcnow()
+    state = ad.state
+    params = {'b_uuid': ad.uuid, 'b_state': state,
+              'b_intention': ad.intention, 'b_data': data,
+              'b_updated_at': now}
+    if state in _STARTED_STATES and state != previous_state:
+        stmt = 'update_started'
+        params['b_started_at'] = now
+    elif state in _FINISHED_STATES and state != previous_state:
+        stmt = 'update_finished'
+        params['b_finished_at'] = now
+    elif pending is not None and pending.stmt == 'update_finished':
+        # a later save of a finished atom (its intention, its meta) keeps
+        # the finish time of the deferred write it replaces
+        stmt = 'update_finished'
+        params['b_finished_at'] = pending.params['b_finished_at']
+    else:
+        stmt = 'update'
+    return _AtomWrite(ad.uuid, state, data, stmt, params)
 
 
 def _retry_detail_from_dict(data):
@@ -201,29 +287,30 @@ def _loads(cls, text):
 class JournalBackend(base.Backend):
     """TaskFlow backend object; ``conf`` is ignored (config is ``[orc]``).
 
-    :param deferred: names of quick atoms whose state changes are not
-        written on their own but with their flow's next write (another
-        atom's, or the flow's own state, which always ends a run), in the
-        same transaction and before it, so the journal is always a prefix
-        of what happened. A RUNNING state is folded into the next state
-        (``started_at`` stays exact). A conductor that dies meanwhile loses
-        at most the last quick atoms' states: the resumed flow re-runs them,
-        as it re-runs any atom whose result was not saved (tasks are
-        idempotent). Long steps are not listed: they show RUNNING while
-        they run, and their writes carry the quick ones before them.
+    The write-ahead rule (module docstring) is applied to every atom alike.
+
+    :param deferred: ignored. It named the atoms whose states were written
+        late; no atom's RUNNING state is now. Accepted until
+        ``nova.orc.engine`` stops passing it.
+
+    One instance serves all flows of a process; it keeps, per atom it
+    wrote, the state and data last committed (so a save that changes
+    nothing the journal keeps writes nothing) and per flow the deferred
+    writes. A flow is forgotten when its state is written as SUCCESS,
+    REVERTED or FAILURE.
     """
 
     def __init__(self, conf=None, deferred=()):
         super().__init__(conf or {})
         # read once: the journal's hot path must not look options up
         self.url = CONF.orc.connection or ''
-
-        self.deferred = frozenset(deferred)
-        self._running_since = {}
+        self._lock = threading.Lock()
+        # atom uuid -> (flow uuid, state, data) as last committed
+        self._atoms = {}
+        # flow uuid -> set of its atom uuids in _atoms
+        self._flow_atoms = {}
+        # flow uuid -> {atom uuid: _AtomWrite} not committed yet
         self._pending = {}
-        # atom uuids known to have a row: their saves are a single UPDATE
-        self._known_atoms = {}
-        self._known_lock = threading.Lock()
 
     def get_connection(self):
         return JournalConnection(self)
@@ -231,44 +318,63 @@ class JournalBackend(base.Backend):
     def close(self):
         pass
 
-    def _last_written(self, ad_uuid):
-        """``(flow_uuid, state, data)`` last written for the atom, or
-        None when this process has not written it."""
-        with self._known_lock:
-            return self._known_atoms.get(ad_uuid)
-
-    def _remember_atom(self, ad_uuid, flow_uuid, state, data):
-        with self._known_lock:
-            self._known_atoms[ad_uuid] = (flow_uuid, state, data)
+    # all of the below hold self._lock only for dict operations
+    def _atom_view(self, ad_uuid):
+        """``(flow uuid, committed state, committed data, pending write)``
+        of an atom, or None when this backend has not written it."""
+        with self._lock:
+            known = self._atoms.get(ad_uuid)
+            if known is None:
+                return None
+            pending = self._pending.get(known[0])
+            return known + ((pending or {}).get(ad_uuid),)
 
     def _defer(self, flow_uuid, write):
-        with self._known_lock:
-            writes = self._pending.setdefault(flow_uuid, {})
-            previous = writes.get(write[0])
-            if (previous is not None and 'b_started_at' in previous[4] and
-                    write[2] == 'update_finished'):
-                # a later save of a finished atom (e.g. its meta) keeps the
-                # start time the deferred RUNNING state gave the earlier one
-                params = dict(write[4], b_started_at=previous[4][
-                    'b_started_at'])
-                write = write[:2] + ('update_started_finished', write[3],
-                                     params, write[5])
-            writes[write[0]] = write
+        with self._lock:
+            self._pending.setdefault(flow_uuid, {})[write.ad_uuid] = write
 
-    def _drop_pending(self, ad_uuid):
-        with self._known_lock:
-            for writes in self._pending.values():
-                writes.pop(ad_uuid, None)
+    def _drop_pending(self, flow_uuid, write):
+        with self._lock:
+            writes = self._pending.get(flow_uuid)
+            if writes and writes.get(write.ad_uuid) is write:
+                del writes[write.ad_uuid]
 
-    def _take_pending(self, flow_uuid):
-        with self._known_lock:
-            return list(self._pending.pop(flow_uuid, {}).values())
+    def _start(self, flow_uuid):
+        """The deferred writes of ``flow_uuid``, for a transaction writing
+        the flow."""
+        with self._lock:
+            return list(self._pending.get(flow_uuid, {}).values())
 
-    def _forget_flow(self, flow_uuid):
-        with self._known_lock:
-            for ad_uuid in [a for a, v in self._known_atoms.items()
-                            if v[0] == flow_uuid]:
-                del self._known_atoms[ad_uuid]
+    def _committed(self, flow_uuid, flushed, written, done=False):
+        """After the commit: the deferred writes ``flushed`` are no longer
+        pending (unless replaced meanwhile), ``written`` (``(atom uuid,
+        state, data)``) is what the rows hold."""
+        with self._lock:
+            if done:
+                self._forget(flow_uuid)
+                return
+            writes = self._pending.get(flow_uuid)
+            if writes:
+                for write in flushed:
+                    if writes.get(write.ad_uuid) is write:
+                        del writes[write.ad_uuid]
+                if not writes:
+                    del self._pending[flow_uuid]
+            atoms = self._flow_atoms.setdefault(flow_uuid, set())
+            for ad_uuid, state, data in written:
+                self._atoms[ad_uuid] = (flow_uuid, state, data)
+                atoms.add(ad_uuid)
+
+    def _forget(self, flow_uuid):
+        # with self._lock held
+        for ad_uuid in self._flow_atoms.pop(flow_uuid, ()):
+            self._atoms.pop(ad_uuid, None)
+        self._pending.pop(flow_uuid, None)
+
+    def _forget_all(self):
+        with self._lock:
+            for cache in (self._atoms, self._flow_atoms, self._pending):
+                cache.clear()
 
 
 class JournalConnection(base.Connection):
@@ -302,8 +408,7 @@ class JournalConnection(base.Connection):
             for table in (tables.atom_details, tables.flow_details,
                           tables.logbooks):
                 conn.execute(table.delete())
-        with self._backend._known_lock:
-            self._backend._known_atoms.clear()
+        self._backend._forget_all()
 
     # ------------------------------------------------------------- writes
     @staticmethod
@@ -312,71 +417,93 @@ class JournalConnection(base.Connection):
         if conn.execute(stmts['update'], params).rowcount == 0:
             conn.execute(stmts['insert'], params)
 
-    def _atom_changed(self, ad):
-        """``(data, last written)`` of the atom, or None when nothing the
-        journal keeps has changed since this process last wrote it."""
-        data = _dumps(ad)
-        last = self._backend._last_written(ad.uuid)
-        if last is not None and last[1] == ad.state and last[2] == data:
-            return None
-        return data, last
-
-    def _prepare_atom(self, ad, flow_uuid, changed):
-        """The write of an atom's state: ``(flow_uuid, write)`` where
-        ``write`` is what :meth:`_write_atom` executes."""
-        data, last = changed
-        if flow_uuid is None and last is not None:
-            flow_uuid = last[0]
-        params = {'b_uuid': ad.uuid, 'b_flow_uuid': flow_uuid,
-                  'b_name': ad.name,
-                  'b_atom_type': models.atom_detail_type(ad),
-                  'b_state': ad.state, 'b_intention': ad.intention,
-                  'b_data': data, 'b_updated_at': timeutils.utcnow()}
-        with self._backend._known_lock:
-            since = self._backend._running_since.pop(ad.uuid, None)
-        if ad.state in _STARTED_STATES:
-            update, insert = 'update_started', 'insert_started'
-        elif ad.state in _FINISHED_STATES and since is not None:
-            update, insert = 'update_started_finished', 'insert'
-            params['b_started_at'] = since
-        elif ad.state in _FINISHED_STATES:
-            update, insert = 'update_finished', 'insert'
-        else:
-            update, insert = 'update', 'insert'
-        return flow_uuid, (ad.uuid, ad.state, update, insert, params, data)
-
-    def _write_atom(self, conn, flow_uuid, write):
-        ad_uuid, state, update, insert, params, data = write
-        result = conn.execute(_ATOM[update], params)
-        if result.rowcount == 0:
-            if flow_uuid is None:
+    @staticmethod
+    def _write_atoms(conn, writes):
+        """Execute atom ``writes``."""
+        for write in writes:
+            if conn.execute(_ATOM[write.stmt], write.params).rowcount == 0:
                 # TaskFlow's contract: an atom is created with its flow
-                raise tf_exc.NotFound('No atom detail %s' % ad_uuid)
-            conn.execute(_ATOM[insert], params)
-        if flow_uuid is not None:
-            self._backend._remember_atom(ad_uuid, flow_uuid, state, data)
+                raise tf_exc.NotFound('No atom detail %s' % write.ad_uuid)
 
-    def _flush(self, conn, flow_uuid):
-        """Write the deferred atom states of ``flow_uuid`` (in the caller's
-        transaction, before the caller's own write)."""
-        for write in self._backend._take_pending(flow_uuid):
-            self._write_atom(conn, flow_uuid, write)
+    def _commit_atom(self, flow_uuid, write):
+        """Commit ``write`` with the flow's deferred writes before it."""
+        backend = self._backend
+        pending = backend._start(flow_uuid)
+        writes = [w for w in pending if w.ad_uuid != write.ad_uuid]
+        writes.append(write)
+        with self._engine().begin() as conn:
+            self._write_atoms(conn, writes)
+        backend._committed(flow_uuid, pending, [
+            (w.ad_uuid, w.state, w.data) for w in writes])
+
+    @_measured
+    def update_atom_details(self, atom_detail):
+        """Persist one atom detail (the write-ahead rule, module
+        docstring): RUNNING and REVERTING are committed before returning,
+        with the flow's deferred writes; other states are deferred to the
+        flow's next write; nothing is written when nothing the journal
+        keeps changed (e.g. only TaskFlow's progress).
+
+        :raises taskflow.exceptions.NotFound: the atom has no row
+        :raises taskflow.exceptions.StorageFailure: database error
+            (TaskFlow's storage retries the save)
+        """
+        ad = atom_detail
+        backend = self._backend
+        data = _dumps(ad)
+        view = backend._atom_view(ad.uuid)
+        if view is None:
+            self._write_unknown_atom(ad, data)
+            return ad
+        flow_uuid, state, committed, pending = view
+        if pending is not None:
+            if pending.state == ad.state and pending.data == data:
+                return ad
+            if state == ad.state and committed == data:
+                # back to what the row holds: nothing left to write
+                backend._drop_pending(flow_uuid, pending)
+                return ad
+            write = _atom_write(ad, data, pending.state, pending)
+        elif state == ad.state and committed == data:
+            return ad
+        else:
+            write = _atom_write(ad, data, state, None)
+        if ad.state in _STARTED_STATES:
+            self._commit_atom(flow_uuid, write)
+        else:
+            backend._defer(flow_uuid, write)
+        return ad
+
+    def _write_unknown_atom(self, ad, data):
+        """An atom this backend has not written (e.g. of a flow loaded from
+        the journal, before the run's first flow save): written at once,
+        whatever its state, once its flow is known from its row."""
+        with self._engine().connect() as conn:
+            flow_uuid = conn.execute(_ATOM['flow_of'],
+                                     {'b_uuid': ad.uuid}).scalar()
+        if flow_uuid is None:
+            raise tf_exc.NotFound('No atom detail %s' % ad.uuid)
+        self._commit_atom(flow_uuid, _atom_write(ad, data, None, None))
 
     def _save_flow(self, conn, fd, book_uuid=None):
+        """Write flow detail ``fd`` (its row, then its atoms new to this
+        backend) in ``conn``'s transaction; returns the ``(atom uuid,
+        state, data)`` of the atoms written."""
         params = {'b_uuid': fd.uuid, 'b_name': fd.name, 'b_state': fd.state,
                   'b_data': _dumps(fd),
                   'b_instance_uuid': (fd.meta or {}).get('instance_uuid'),
                   'b_logbook_uuid': book_uuid,
                   'b_updated_at': timeutils.utcnow()}
         self._upsert(conn, _FLOW, params)
-        new = [ad for ad in fd if self._backend._last_written(ad.uuid) is None]
-        if new:
-            self._save_new_atoms(conn, new, fd.uuid)
-        if fd.state in _FLOW_DONE_STATES:
-            self._backend._forget_flow(fd.uuid)
+        with self._backend._lock:
+            known = self._backend._atoms
+            new = [ad for ad in fd if ad.uuid not in known]
+        if not new:
+            return []
+        return self._save_new_atoms(conn, new, fd.uuid)
 
     def _save_new_atoms(self, conn, details, flow_uuid):
-        """Atoms this process has not written yet (a flow's atoms when its
+        """Atoms this backend has not written yet (a flow's atoms when its
         engine is built): one SELECT, then one batched INSERT and one
         batched UPDATE instead of a round trip per atom."""
         ad_table = tables.atom_details
@@ -385,6 +512,7 @@ class JournalConnection(base.Connection):
                 ad_table.c.uuid.in_([ad.uuid for ad in details])))}
         now = timeutils.utcnow()
         rows = {True: [], False: []}
+        written = []
         for ad in details:
             data = _dumps(ad)
             rows[ad.uuid in existing].append({
@@ -392,61 +520,47 @@ class JournalConnection(base.Connection):
                 'b_name': ad.name, 'b_atom_type': models.atom_detail_type(ad),
                 'b_state': ad.state, 'b_intention': ad.intention,
                 'b_data': data, 'b_updated_at': now})
-            self._backend._remember_atom(ad.uuid, flow_uuid, ad.state, data)
+            written.append((ad.uuid, ad.state, data))
         if rows[False]:
             conn.execute(_ATOM['insert'], rows[False])
         if rows[True]:
             conn.execute(_ATOM['update'], rows[True])
+        return written
 
-    @_measured
-    def update_atom_details(self, atom_detail):
-        """Persist one atom detail: one UPDATE once its row exists,
-        together with the flow's deferred writes; nothing when only its
-        progress changed; kept for the flow's next write when the atom is
-        ``deferred``."""
-        ad = atom_detail
+    def _commit_flows(self, fds, book=None):
+        """One transaction: the logbook row (``book``), then per flow its
+        row, its deferred atom writes and its new atoms."""
         backend = self._backend
-        deferred = ad.name in backend.deferred
-        if deferred and ad.state == states.RUNNING:
-            with backend._known_lock:
-                # the first RUNNING save is the start (TaskFlow saves the
-                # atom again, still RUNNING, when its progress changes)
-                backend._running_since.setdefault(ad.uuid, timeutils.utcnow())
-            return ad
-        changed = self._atom_changed(ad)
-        if changed is None:
-            backend._drop_pending(ad.uuid)
-            return ad
-        flow_uuid, write = self._prepare_atom(ad, None, changed)
-        if deferred and flow_uuid is not None:
-            backend._defer(flow_uuid, write)
-            return ad
+        started = [(fd, backend._start(fd.uuid)) for fd in fds]
+        written = []
         with self._engine().begin() as conn:
-            if flow_uuid is not None:
-                self._flush(conn, flow_uuid)
-            self._write_atom(conn, flow_uuid, write)
-        return ad
+            if book is not None:
+                self._upsert(conn, _LOGBOOK, {
+                    'b_uuid': book.uuid, 'b_name': book.name,
+                    'b_data': jsonutils.dumps(book.to_dict(
+                        marshal_time=True)),
+                    'b_updated_at': timeutils.utcnow()})
+            for fd, pending in started:
+                new = self._save_flow(conn, fd, book.uuid if book else None)
+                self._write_atoms(conn, pending)
+                written.append(new + [(w.ad_uuid, w.state, w.data)
+                                      for w in pending])
+        for (fd, pending), rows in zip(started, written):
+            backend._committed(fd.uuid, pending, rows,
+                               done=fd.state in _FLOW_DONE_STATES)
 
     @_measured
     def update_flow_details(self, flow_detail):
         """Persist a flow detail, its deferred atom writes and the atom
         details new to the journal, in one transaction."""
-        with self._engine().begin() as conn:
-            self._flush(conn, flow_detail.uuid)
-            self._save_flow(conn, flow_detail)
+        self._commit_flows([flow_detail])
         return flow_detail
 
     @_measured
     def save_logbook(self, book):
-        """Persist a logbook with its flow details and their atoms."""
-        with self._engine().begin() as conn:
-            self._upsert(conn, _LOGBOOK, {
-                'b_uuid': book.uuid, 'b_name': book.name,
-                'b_data': jsonutils.dumps(book.to_dict(marshal_time=True)),
-                'b_updated_at': timeutils.utcnow()})
-            for fd in book:
-                self._flush(conn, fd.uuid)
-                self._save_flow(conn, fd, book.uuid)
+        """Persist a logbook with its flow details and their atoms, in one
+        transaction."""
+        self._commit_flows(list(book), book=book)
         return book
 
     @_measured
@@ -464,6 +578,9 @@ class JournalConnection(base.Connection):
                 tables.logbooks.c.uuid == book_uuid))
             if result.rowcount == 0:
                 raise tf_exc.NotFound('No logbook %s' % book_uuid)
+        with self._backend._lock:
+            for flow_uuid in flows:
+                self._backend._forget(flow_uuid)
 
     # -------------------------------------------------------------- reads
     @_measured

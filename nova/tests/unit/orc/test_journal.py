@@ -3,18 +3,35 @@
 Runs against sqlite (a temporary file) and the real PostgreSQL at
 ``ORC_TEST_POSTGRESQL`` (default ``postgresql+psycopg2://postgres@127.0.0.1``,
 a throw-away database is created and dropped); no skipping.
+
+The write-ahead tests read the database through a SQLAlchemy engine of
+their own (nothing of the journal's objects, caches or pool), at every
+boundary of a run: after each journal call returns, and inside each task
+just before and just after its side effect. A crash at a boundary is
+simulated by letting the run go on as a ghost (journal calls write
+nothing, side effects are not recorded), so the database is exactly what
+it was at that boundary; a fresh backend then resumes the flow.
 """
 
+import json
 import os
+import threading
 
 import fixtures
+import futurist
 import sqlalchemy as sa
+from sqlalchemy import event as sa_event
 from oslo_utils import uuidutils
 import taskflow.engines
 from taskflow.patterns import linear_flow
+from taskflow.patterns import unordered_flow
 from taskflow.persistence import models
+from taskflow import retry
+from taskflow import states
+from taskflow import storage as tf_storage
 from taskflow import task
 from taskflow.types import failure as tf_failure
+import tenacity
 
 from nova.orc.persistence import backend as journal
 from nova.orc.persistence import migration
@@ -27,9 +44,31 @@ POSTGRESQL = os.environ.get('ORC_TEST_POSTGRESQL',
 RAN = []
 HOOKS = {}
 
+#: side effects of the boot-shaped flow, in order: (kind, atom name, host)
+#: with kind execute (started), executed, failed, revert, reverted
+EVENTS = []
+#: atom name -> host on which its execute fails
+FAIL = {}
+#: callables called with a label at every boundary of a run
+BOUNDARY = []
+_ghost = threading.Event()
+
+
+def _boundary(label):
+    if not _ghost.is_set():
+        for check in list(BOUNDARY):
+            check(label)
+
+
+def _record(kind, name, host):
+    if not _ghost.is_set():
+        EVENTS.append((kind, name, host))
+
 
 class Step(task.Task):
     def execute(self, secret, value):
+        if _ghost.is_set():
+            return {'step': self.name, 'value': value}
         RAN.append(self.name)
         if self.name in HOOKS:
             HOOKS[self.name]()
@@ -41,6 +80,84 @@ def _flow():
         *[Step('step%d' % i, provides='out%d' % i) for i in range(1, 6)])
 
 
+class Act(task.Task):
+    """A step of the boot-shaped flow: its side effect is an EVENTS entry,
+    with a boundary just before and just after it."""
+
+    def _execute(self, host):
+        _boundary(('execute', self.name))
+        _record('execute', self.name, host)
+        if host is not None and FAIL.get(self.name) == host:
+            _record('failed', self.name, host)
+            _boundary(('failed', self.name))
+            raise RuntimeError('%s failed on %s' % (self.name, host))
+        _record('executed', self.name, host)
+        _boundary(('executed', self.name))
+        return {'step': self.name, 'host': host}
+
+    def _revert(self, host):
+        _boundary(('revert', self.name))
+        _record('revert', self.name, host)
+        _record('reverted', self.name, host)
+        _boundary(('reverted', self.name))
+
+    def execute(self, value):
+        return self._execute(None)
+
+    def revert(self, value, **kwargs):
+        self._revert(None)
+
+
+class HostAct(Act):
+    """A step inside the host retry: it takes the host the retry chose."""
+
+    def execute(self, value, host):
+        return self._execute(host)
+
+    def revert(self, value, host, **kwargs):
+        self._revert(host)
+
+
+#: the boot flow's shape (nova/orc/flows/boot.py): linear steps, a retry
+#: over hosts around claim -> claim -> (networks || block_devices) -> spawn
+PREDECESSORS = {
+    'lock': ['bury'], 'schedule': ['lock'], 'create_record': ['schedule'],
+    'claim_allocation': ['create_record', 'host_retry'],
+    'claim_host': ['claim_allocation'], 'networks': ['claim_host'],
+    'block_devices': ['claim_host'], 'spawn': ['networks', 'block_devices'],
+    'finalize': ['spawn'],
+}
+OUTSIDE_RETRY = ('bury', 'lock', 'schedule', 'create_record')
+
+
+def _boot_like_flow():
+    host = linear_flow.Flow('host', retry=retry.ParameterizedForEach(
+        'host_retry', provides='host', rebind={'values': 'hosts'}))
+    host.add(HostAct('claim_allocation', provides='allocation'),
+             HostAct('claim_host', provides='claim'),
+             unordered_flow.Flow('resources').add(
+                 HostAct('networks', provides='network_info'),
+                 HostAct('block_devices', provides='block_device_info')),
+             HostAct('spawn', provides='spawned'))
+    return linear_flow.Flow('boot').add(
+        Act('bury'), Act('lock'), Act('schedule', provides='hosts_ignored'),
+        Act('create_record', provides='cell'), host, Act('finalize'))
+
+
+#: what the database may show for an atom, given its last side-effect
+#: event: never less than what happened, at most the next intent (a
+#: RUNNING or REVERTING write comes before its side effect)
+ALLOWED = {
+    None: {None, states.PENDING, states.RUNNING},
+    'execute': {states.RUNNING},
+    'executed': {states.RUNNING, states.SUCCESS, states.REVERTING},
+    'failed': {states.RUNNING, states.FAILURE, states.REVERTING},
+    'revert': {states.REVERTING},
+    'reverted': {states.REVERTING, states.REVERTED, states.PENDING,
+                 states.RUNNING},
+}
+
+
 class _JournalTests:
 
     def connection_url(self):
@@ -50,26 +167,176 @@ class _JournalTests:
         super().setUp()
         RAN[:] = []
         HOOKS.clear()
-        self.flags(connection=self.connection_url(), group='orc')
+        EVENTS[:] = []
+        FAIL.clear()
+        BOUNDARY[:] = []
+        _ghost.clear()
+        self.url = self.connection_url()
+        self.flags(connection=self.url, group='orc')
         migration.db_sync()
         self.backend = journal.JournalBackend()
+        # reads of what is committed, through an engine of the test's own
+        self.reader = sa.create_engine(self.url)
+        self.addCleanup(self.reader.dispose)
+        # TaskFlow's storage waits 5 s between its retries of a failed save
+        for method in (tf_storage.Storage._save_atom_detail,
+                       tf_storage.Storage._save_flow_detail):
+            self.useFixture(fixtures.MockPatchObject(
+                method.retry, 'wait', tenacity.wait_none()))
+        self._spy_journal()
 
-    def _new_flow_detail(self):
+    # ------------------------------------------------------------ helpers
+    def _new_flow_detail(self, backend=None):
         book = models.LogBook('book')
         fd = models.FlowDetail('demo', uuidutils.generate_uuid())
         fd.meta = {'instance_uuid': 'inst-1', 'operation': 'demo'}
         book.add(fd)
-        conn = self.backend.get_connection()
+        conn = (backend or self.backend).get_connection()
         conn.save_logbook(book)
         return book, fd
 
-    def _engine(self, book, fd):
+    def _engine(self, book, fd, backend=None):
         engine = taskflow.engines.load(
-            _flow(), flow_detail=fd, book=book, backend=self.backend,
-            store={'value': 42})
+            _flow(), flow_detail=fd, book=book,
+            backend=backend or self.backend, store={'value': 42})
         engine.storage.inject({'secret': 's3cr3t-password'}, transient=True)
         return engine
 
+    def _committed(self, fd_uuid):
+        """``(flow state, {atom name: (state, data)})`` as committed."""
+        fd, ad = tables.flow_details, tables.atom_details
+        with self.reader.connect() as c:
+            flow = c.execute(sa.select(fd.c.state).where(
+                fd.c.uuid == fd_uuid)).scalar()
+            atoms = {r.name: (r.state, json.loads(r.data))
+                     for r in c.execute(sa.select(
+                         ad.c.name, ad.c.state, ad.c.data).where(
+                             ad.c.flow_uuid == fd_uuid))}
+        return flow, atoms
+
+    def _states(self, fd_uuid):
+        return {name: state
+                for name, (state, _d) in self._committed(fd_uuid)[1].items()}
+
+    def _spy_journal(self):
+        """Call ``self.after_write(method, detail)`` after each journal
+        write returns; in a ghost run, journal writes write nothing."""
+        self.after_write = None
+        cls = journal.JournalConnection
+        for name in ('update_atom_details', 'update_flow_details',
+                     'save_logbook'):
+            original = getattr(cls, name)
+
+            def spy(conn, detail, _original=original, _name=name):
+                if _ghost.is_set():
+                    return detail
+                result = _original(conn, detail)
+                if self.after_write is not None:
+                    self.after_write(_name, detail)
+                return result
+            self.useFixture(fixtures.MockPatchObject(cls, name, spy))
+
+    def _check_prefix(self, fd_uuid, label):
+        """The journal at this boundary is a prefix of what happened."""
+        before = list(EVENTS)
+        committed = self._states(fd_uuid)
+        after = list(EVENTS)
+        last = {}
+        for kind, name, _host in before:
+            last[name] = kind
+        moved = {name for _k, name, _h in after[len(before):]}
+        for name, state in committed.items():
+            if name in moved or name in ('host_retry',) or (
+                    name.startswith('_')):
+                continue
+            self.assertIn(state, ALLOWED[last.get(name)],
+                          '%s: %s is %s in the journal after %s' % (
+                              label, name, state, last.get(name)))
+        if label[0] == 'execute':
+            # the results of the atoms before it are durable
+            for pred in PREDECESSORS.get(label[1], ()):
+                self.assertEqual(states.SUCCESS, committed.get(pred),
+                                 '%s: %s' % (label, pred))
+
+    def _load_boot_like(self, book, fd, backend, engine_kind):
+        options = {'engine': engine_kind}
+        if engine_kind == 'parallel':
+            executor = futurist.ThreadPoolExecutor(max_workers=2)
+            self.addCleanup(executor.shutdown)
+            options['executor'] = executor
+        return taskflow.engines.load(
+            _boot_like_flow(), flow_detail=fd, book=book, backend=backend,
+            store={'value': 42, 'hosts': ['host1', 'host2']}, **options)
+
+    def _boot_like_run(self, engine_kind, crash_at=None):
+        """Run the boot-shaped flow, checking the journal at every
+        boundary; with ``crash_at`` (an int), the process "dies" at that
+        boundary (and only that one is checked). Returns ``(book, fd,
+        crash points, crash)``: crash points are the boundaries where what
+        the journal holds or what happened changed since the one before;
+        crash is ``(committed atoms, events)`` at the crash."""
+        book, fd = self._new_flow_detail()
+        seen = [0]
+        points = []
+        last = [None]
+        crash = []
+        violations = []
+        lock = threading.Lock()
+
+        def at_boundary(label):
+            with lock:
+                if _ghost.is_set():
+                    return
+                if crash_at is None or seen[0] == crash_at:
+                    try:
+                        self._check_prefix(fd.uuid, label)
+                    except AssertionError as e:
+                        # raised inside a task, the engine would take it
+                        # for the task's failure
+                        violations.append(str(e))
+                if crash_at is None:
+                    state = (len(EVENTS), sorted(self._states(
+                        fd.uuid).items()))
+                    if state != last[0]:
+                        points.append(seen[0])
+                        last[0] = state
+                elif seen[0] == crash_at:
+                    crash.append((self._committed(fd.uuid)[1],
+                                  list(EVENTS)))
+                    _ghost.set()
+                seen[0] += 1
+
+        engine = self._load_boot_like(book, fd, self.backend, engine_kind)
+        self.after_write = lambda method, detail: at_boundary(
+            ('journal', method, detail.name, getattr(detail, 'state', None)))
+        BOUNDARY.append(at_boundary)
+        try:
+            engine.run()
+        finally:
+            BOUNDARY.remove(at_boundary)
+            self.after_write = None
+        self.assertEqual([], violations[:3])
+        return book, fd, points, crash[0] if crash else None
+
+    def _resume_boot_like(self, book, fd, engine_kind):
+        """A new conductor (a fresh backend) resumes the flow from the
+        journal alone; returns the events of the resumed run."""
+        _ghost.clear()
+        EVENTS[:] = []
+        backend = journal.JournalBackend()
+        conn = backend.get_connection()
+        loaded_book = conn.get_logbook(book.uuid)
+        loaded_fd = loaded_book.find(fd.uuid)
+        engine = self._load_boot_like(loaded_book, loaded_fd, backend,
+                                      engine_kind)
+        engine.run()
+        flow_state, atoms = self._committed(fd.uuid)
+        self.assertEqual(states.SUCCESS, flow_state)
+        for name, (state, _data) in atoms.items():
+            self.assertEqual(states.SUCCESS, state, name)
+        return list(EVENTS)
+
+    # -------------------------------------------------------------- tests
     def test_db_sync_is_idempotent_and_versioned(self):
         migration.db_sync()
         self.assertEqual('0001_journal', migration.db_version())
@@ -104,35 +371,229 @@ class _JournalTests:
         [step3] = [a for a in loaded_fd if a.name == 'step3']
         self.assertEqual({'step': 'step3', 'value': 42}, step3.results)
 
-    def test_deferred_atom_states_ride_with_the_next_write(self):
-        self.backend = journal.JournalBackend(deferred={'step2'})
+    def test_running_is_committed_before_the_side_effect(self):
+        # (a) a crash right after each atom's RUNNING write: the journal, as
+        # read from outside, shows the atom RUNNING and the one before it
+        # done; the next step's side effect has not happened
         book, fd = self._new_flow_detail()
-        conn = self.backend.get_connection()
         seen = {}
 
-        def look(*names):
-            rows = {r['detail'].name: r for r in conn.atom_rows(fd.uuid)}
-            return [(rows[n]['detail'].state, rows[n]['started_at'])
-                    for n in names]
-
-        def look_step3():
-            seen['step3'], seen['step2 seen by step3'] = look('step3',
-                                                              'step2')
-        HOOKS['step2'] = lambda: seen.update(step2=look('step2')[0])
-        HOOKS['step3'] = look_step3
+        def after(method, detail):
+            if (method == 'update_atom_details' and
+                    detail.state == states.RUNNING and
+                    detail.name not in seen):
+                committed = self._states(fd.uuid)
+                seen[detail.name] = (committed[detail.name], list(RAN))
+                i = int(detail.name[4:])
+                if i > 1:
+                    self.assertEqual(states.SUCCESS,
+                                     committed['step%d' % (i - 1)])
+        self.after_write = after
         self._engine(book, fd).run()
-        # while running, step2's RUNNING state was not written on its own;
-        # step3 (not deferred) shows RUNNING with its start time
-        self.assertEqual(('PENDING', None), seen['step2'])
-        self.assertEqual('RUNNING', seen['step3'][0])
-        self.assertIsNotNone(seen['step3'][1])
-        # step3's first write carried step2's result before it
-        self.assertEqual('SUCCESS', seen['step2 seen by step3'][0])
-        rows = {r['detail'].name: r for r in conn.atom_rows(fd.uuid)}
-        self.assertEqual('SUCCESS', rows['step2']['detail'].state)
-        self.assertIsNotNone(rows['step2']['started_at'])
-        self.assertLessEqual(rows['step2']['started_at'],
-                             rows['step2']['finished_at'])
+        self.assertEqual(
+            {'step%d' % i: (states.RUNNING,
+                            ['step%d' % j for j in range(1, i)])
+             for i in range(1, 6)}, seen)
+
+    def test_crash_after_running_write_resumes_that_atom(self):
+        # (a) + (d): the process dies right after step3's RUNNING write;
+        # a new conductor reads step3 RUNNING and runs it (and the rest)
+        book, fd = self._new_flow_detail()
+
+        def after(method, detail):
+            if detail.name == 'step3' and detail.state == states.RUNNING:
+                _ghost.set()
+        self.after_write = after
+        self._engine(book, fd).run()
+        self.after_write = None
+        self.assertEqual(['step1', 'step2'], RAN)
+        # what a fresh backend (a new process) reads
+        atoms = {a.name: a.state for a in journal.JournalBackend(
+        ).get_connection().get_atoms_for_flow(fd.uuid)}
+        self.assertEqual(states.SUCCESS, atoms['step2'])
+        self.assertEqual(states.RUNNING, atoms['step3'])
+        self.assertEqual(states.PENDING, atoms['step4'])
+        _ghost.clear()
+        backend = journal.JournalBackend()
+        loaded_book = backend.get_connection().get_logbook(book.uuid)
+        engine = taskflow.engines.load(
+            _flow(), flow_detail=loaded_book.find(fd.uuid),
+            book=loaded_book, backend=backend)
+        engine.storage.inject({'secret': 'again'}, transient=True)
+        engine.run()
+        self.assertEqual(['step1', 'step2', 'step3', 'step4', 'step5'], RAN)
+
+    def test_journal_is_a_prefix_of_what_happened_serial(self):
+        # (b) at every boundary, with a retry that fails over to host2
+        FAIL['spawn'] = 'host1'
+        _book, fd, points, _crash = self._boot_like_run('serial')
+        self.assertGreater(len(points), 40)
+        self.assertIn(('execute', 'spawn', 'host2'), EVENTS)
+        self.assertIn(('reverted', 'claim_allocation', 'host1'), EVENTS)
+        _flow_state, atoms = self._committed(fd.uuid)
+        self.assertEqual('host2', atoms['spawn'][1]['results']['host'])
+
+    def test_journal_is_a_prefix_of_what_happened_parallel(self):
+        # (b) two atoms RUNNING at once (networks || block_devices)
+        FAIL['spawn'] = 'host1'
+        _book, _fd, points, _crash = self._boot_like_run('parallel')
+        self.assertGreater(len(points), 40)
+        self.assertIn(('execute', 'spawn', 'host2'), EVENTS)
+
+    def _crash_everywhere(self, engine_kind, fail):
+        """(d) crash at each boundary in turn, resume, check that only
+        what was not finished runs again."""
+        if fail:
+            FAIL['spawn'] = 'host1'
+        _book, _fd, points, _crash = self._boot_like_run(engine_kind)
+        for crash_at in points:
+            EVENTS[:] = []
+            _ghost.clear()
+            book, fd, _seen, crash = self._boot_like_run(
+                engine_kind, crash_at=crash_at)
+            committed, before = crash
+            resumed = self._resume_boot_like(book, fd, engine_kind)
+            done = {name for name, (state, _d) in committed.items()
+                    if state == states.SUCCESS}
+            ran_again = [name for kind, name, _h in resumed
+                         if kind == 'execute']
+            where = 'crash at boundary %d: %s' % (crash_at, committed)
+            if not fail:
+                # every atom not finished runs once, no finished one again
+                self.assertEqual(
+                    sorted((set(PREDECESSORS) | {'bury'}) - done),
+                    sorted(ran_again), where)
+                self.assertNotIn('revert', [k for k, _n, _h in resumed])
+                # what ran before the crash and runs again: at most the
+                # atoms in flight (the parallel pair)
+                executed = {n for k, n, _h in before if k == 'executed'}
+                self.assertLessEqual(len(executed & set(ran_again)), 2,
+                                     where)
+                continue
+            for name in OUTSIDE_RETRY:
+                if name in done:
+                    self.assertNotIn(name, ran_again, where)
+            history = committed.get('host_retry', (None, {}))[1].get(
+                'results') or []
+            failed_on_host1 = any(
+                provided == 'host1' and failures
+                for provided, failures in history)
+            spawned_on = [h for k, n, h in resumed
+                          if k == 'execute' and n == 'spawn']
+            if failed_on_host1:
+                # the failure is durable: host1 is not tried again
+                self.assertNotIn('host1', spawned_on, where)
+            self.assertEqual('host2', spawned_on[-1] if spawned_on else
+                             committed['spawn'][1]['results']['host'],
+                             where)
+
+    def test_resume_after_a_crash_at_each_boundary_serial(self):
+        self._crash_everywhere('serial', fail=False)
+
+    def test_resume_after_a_crash_at_each_boundary_parallel(self):
+        self._crash_everywhere('parallel', fail=False)
+
+    def test_resume_after_a_crash_at_each_boundary_with_failover(self):
+        self._crash_everywhere('serial', fail=True)
+
+    def _fail_commits(self, count=1):
+        """The next ``count`` commits of the journal engine fail."""
+        engine = journal.get_engine()
+        left = [count]
+
+        def commit(conn):
+            if left[0] > 0:
+                left[0] -= 1
+                raise sa.exc.OperationalError(
+                    'COMMIT', None, Exception('injected commit failure'))
+        sa_event.listen(engine, 'commit', commit)
+        self.addCleanup(sa_event.remove, engine, 'commit', commit)
+        return left
+
+    def test_failed_commit_is_written_by_taskflows_retry(self):
+        # (c) the commit of step3's RUNNING write (which carries step2's
+        # result) fails once: TaskFlow's storage retries the save, and the
+        # retry must really write it
+        book, fd = self._new_flow_detail()
+        calls = []
+
+        def before(conn, detail):
+            calls.append((detail.name, detail.state))
+            if (detail.name, detail.state) == ('step3', states.RUNNING) and \
+                    calls.count(('step3', states.RUNNING)) == 1:
+                self._fail_commits(1)
+        original = journal.JournalConnection.update_atom_details
+
+        def spy(conn, detail):
+            before(conn, detail)
+            return original(conn, detail)
+        self.useFixture(fixtures.MockPatchObject(
+            journal.JournalConnection, 'update_atom_details', spy))
+        seen = {}
+        HOOKS['step3'] = lambda: seen.update(self._states(fd.uuid))
+        self._engine(book, fd).run()
+        # the save was tried twice, and the second try wrote (TaskFlow
+        # saves RUNNING once more for the progress)
+        self.assertEqual(3, calls.count(('step3', states.RUNNING)))
+        self.assertEqual(states.RUNNING, seen['step3'])
+        self.assertEqual(states.SUCCESS, seen['step2'])
+        # read back through a fresh backend
+        atoms = {a.name: a for a in journal.JournalBackend(
+        ).get_connection().get_atoms_for_flow(fd.uuid)}
+        for i in range(1, 6):
+            self.assertEqual(states.SUCCESS, atoms['step%d' % i].state)
+
+    def test_failed_commit_of_new_atoms_is_written_by_the_retry(self):
+        # (c) the engine's flow save that adds the flow's atoms fails at
+        # commit once: the retry must still insert them
+        book, fd = self._new_flow_detail()
+        saves = []
+        armed = [True]
+        original = journal.JournalConnection.update_flow_details
+
+        def spy(conn, detail):
+            adds_steps = 'step1' in [ad.name for ad in detail]
+            if adds_steps and armed:
+                armed.pop()
+                self._fail_commits(1)
+            result = original(conn, detail)
+            if adds_steps and len(saves) < 2:
+                # reached only by a save that did not raise
+                saves.append(self._states(fd.uuid))
+            return result
+        self.useFixture(fixtures.MockPatchObject(
+            journal.JournalConnection, 'update_flow_details', spy))
+        self._engine(book, fd).run()
+        # right after the retried save, every atom is in the journal
+        self.assertEqual(
+            {'step%d' % i: states.PENDING for i in range(1, 6)},
+            {k: v for k, v in saves[0].items() if k.startswith('step')})
+        atoms = {a.name: a.state for a in journal.JournalBackend(
+        ).get_connection().get_atoms_for_flow(fd.uuid)}
+        self.assertEqual({'step%d' % i: states.SUCCESS for i in range(1, 6)},
+                         {k: v for k, v in atoms.items()
+                          if k.startswith('step')})
+
+    def test_failed_commit_keeps_the_deferred_result(self):
+        # (c) step2's result rides with step3's RUNNING write; that commit
+        # fails once and TaskFlow's retry writes both
+        book, fd = self._new_flow_detail()
+        original = journal.JournalConnection.update_atom_details
+        state = {'armed': True}
+
+        def spy(conn, detail):
+            if (detail.name, detail.state) == ('step3', states.RUNNING) and \
+                    state.pop('armed', False):
+                self._fail_commits(1)
+            return original(conn, detail)
+        self.useFixture(fixtures.MockPatchObject(
+            journal.JournalConnection, 'update_atom_details', spy))
+        seen = {}
+        HOOKS['step3'] = lambda: seen.update(self._committed(fd.uuid)[1])
+        self._engine(book, fd).run()
+        self.assertEqual(states.SUCCESS, seen['step2'][0])
+        self.assertEqual({'step': 'step2', 'value': 42},
+                         seen['step2'][1]['results'])
 
     def test_resume_runs_only_what_did_not_finish(self):
         book, fd = self._new_flow_detail()
@@ -142,8 +603,10 @@ class _JournalTests:
             if RAN == ['step1', 'step2']:
                 break
         self.assertEqual(['step1', 'step2'], RAN)
+        at_crash = self._states(fd.uuid)
+        self.assertEqual(states.SUCCESS, at_crash['step1'])
         # a new conductor loads the flow from the journal alone
-        conn = self.backend.get_connection()
+        conn = journal.JournalBackend().get_connection()
         loaded_book = conn.get_logbook(book.uuid)
         loaded_fd = loaded_book.find(fd.uuid)
         engine = taskflow.engines.load(
@@ -151,7 +614,11 @@ class _JournalTests:
             backend=self.backend)
         engine.storage.inject({'secret': 'again'}, transient=True)
         engine.run()
-        self.assertEqual(['step1', 'step2', 'step3', 'step4', 'step5'], RAN)
+        # step2 runs again unless its result was durable (it rides with
+        # step3's RUNNING write); step1 does not
+        again = [] if at_crash['step2'] == states.SUCCESS else ['step2']
+        self.assertEqual(['step1', 'step2'] + again + [
+            'step3', 'step4', 'step5'], RAN)
         [flow] = conn.list_flows(instance_uuid='inst-1')
         self.assertEqual('SUCCESS', flow['state'])
 
