@@ -5,7 +5,9 @@ retry and parallel branch) with every task's ``execute`` answering at once
 with a result of the real size, and runs it with a TaskFlow serial engine
 on each persistence backend, for each database:
 
-* ``orc``: :class:`nova.orc.persistence.backend.JournalBackend`;
+* ``orc``: :class:`nova.orc.persistence.backend.JournalBackend`, each flow
+  claimed first (``claim_flow``) as a conductor does, so every write is
+  fenced by the owner token;
 * ``taskflow-sql``: TaskFlow's stock SQLAlchemy backend, same database;
 * ``memory``: TaskFlow's in-memory backend (no database: the floor).
 
@@ -13,9 +15,9 @@ Printed per database: median CPU and wall ms per flow (process CPU time,
 so only this process's work; the database server's is not counted), the
 ratio orc / taskflow-sql, and the journal's own CPU per boot: the median
 of orc minus memory over flows run side by side. Backends take turns flow
-by flow so that the machine's noise hits all three alike. Databases: a sqlite file in a temporary
-folder, and PostgreSQL / MySQL when a URL answers (throw-away databases
-are created and dropped).
+by flow so that the machine's noise hits all three alike. Databases: a
+sqlite file in a temporary folder, and PostgreSQL / MySQL when a URL
+answers (throw-away databases are created and dropped).
 
 Usage: tools/bench/journal [--flows 20] [--postgresql URL] [--mysql URL]
 """
@@ -88,8 +90,9 @@ TRANSIENT = {names.CONTEXT: None, names.ADMIN_PASSWORD: 'secret',
              names.INJECTED_FILES: []}
 
 
-def run_flows(backend, count):
-    """Run ``count`` boot-shaped flows; returns ([cpu ms], [wall ms])."""
+def run_flows(backend, count, claim=False):
+    """Run ``count`` boot-shaped flows; returns ([cpu ms], [wall ms]).
+    ``claim``: claim each flow (nova-orc's backend) before running it."""
     cpu, wall = [], []
     for _ in range(count):
         c0, t0 = time.process_time(), time.perf_counter()
@@ -99,6 +102,9 @@ def run_flows(backend, count):
         book.add(fd)
         with contextlib.closing(backend.get_connection()) as conn:
             conn.save_logbook(book)
+            if claim:
+                # a conductor's claim: every later write is fenced
+                conn.claim_flow(fd.uuid, 1)
         engine = taskflow.engines.load(_flow(), store=STORE, flow_detail=fd,
                                        book=book, backend=backend,
                                        engine='serial')
@@ -141,13 +147,14 @@ def bench_database(label, url, flows):
     memory = tf_backends.fetch({'connection': 'memory://'})
     backends = (('orc', orc_backend), ('taskflow-sql', tf_backend),
                 ('memory', memory))
-    for _name, backend in backends:
-        run_flows(backend, 2)  # warm-up: imports, statement caches
+    for name, backend in backends:
+        # warm-up: imports, statement caches
+        run_flows(backend, 2, claim=name == 'orc')
     # one flow per backend in turn, so that machine noise hits all three
     samples = {name: ([], []) for name, _backend in backends}
     for _ in range(flows):
         for name, backend in backends:
-            cpu, wall = run_flows(backend, 1)
+            cpu, wall = run_flows(backend, 1, claim=name == 'orc')
             samples[name][0].extend(cpu)
             samples[name][1].extend(wall)
     results = {name: (statistics.median(cpu), statistics.median(wall))

@@ -47,6 +47,19 @@ both. Retries (``RetryDetail``) follow the same rule: their RUNNING is
 committed, their history rides with the REVERTING writes that follow a
 failure.
 
+Fencing
+-------
+:meth:`JournalConnection.claim_flow` records an owner token (increasing with
+each takeover) in the flow's row. From then on every write of that flow's
+rows by this backend is conditional on the recorded token not being greater
+than the claimed one (``... AND EXISTS (SELECT ... owner_token <= :token FOR
+SHARE)`` on atom rows, ``... AND owner_token <= :token`` on the flow row); a
+write that finds a greater token fails with :class:`FlowFenced`, a
+TaskFlow ``StorageFailure``, and so does every later one: a conductor that
+lost its claim cannot write the journal after another one claimed it. The
+share lock on the flow row orders a write and a concurrent claim: the claim
+waits for the write's commit, or the write sees the claim.
+
 Rows keep TaskFlow's ``to_dict()`` as JSON. Atom rows also get
 ``started_at`` (save in RUNNING or REVERTING) and ``finished_at`` (save in a
 final state), which ``nova-orc flow show`` prints as timings.
@@ -167,6 +180,23 @@ def _dumps(obj):
     return jsonutils.dumps(data)
 
 
+class FlowFenced(tf_exc.StorageFailure):
+    """The flow was claimed with a greater owner token than this backend's:
+    the write was not done (and no later one of this backend will be).
+
+    A TaskFlow ``StorageFailure``: the engine stops with it.
+    """
+
+    def __init__(self, flow_uuid, token, owner_token):
+        super().__init__(
+            'nova-orc journal: flow %s is claimed with owner token %s, this '
+            'conductor claimed it with %s: write refused' % (
+                flow_uuid, owner_token, token))
+        self.flow_uuid = flow_uuid
+        self.token = token
+        self.owner_token = owner_token
+
+
 def _statements(table, columns, insert_columns):
     """UPDATE and INSERT statements of ``table``, built once, with a bind
     parameter ``b_<column>`` per column (SQLAlchemy then reuses their
@@ -191,47 +221,75 @@ _FLOW = _statements(tables.flow_details, _FLOW_COLUMNS,
                     _FLOW_COLUMNS + ('logbook_uuid',))
 
 
+def _token_allows(flow_table):
+    """The flow row's owner token is unset or not greater than
+    ``b_token``."""
+    return sa.or_(flow_table.c.owner_token.is_(None),
+                  flow_table.c.owner_token <= sa.bindparam('b_token'))
+
+
+#: the flow row's UPDATE when this backend claimed the flow
+_FLOW['update_fenced'] = _FLOW['update'].where(
+    _token_allows(tables.flow_details))
+_CLAIM = tables.flow_details.update().where(
+    tables.flow_details.c.uuid == sa.bindparam('b_uuid'),
+    _token_allows(tables.flow_details),
+).values(owner_token=sa.bindparam('b_token'))
+_OWNER_TOKEN = sa.select(tables.flow_details.c.owner_token).where(
+    tables.flow_details.c.uuid == sa.bindparam('b_uuid'))
+
+
 def _atom_statements():
-    """Atom row statements: ``update`` (state, intention, data; name and
-    type never change), ``update_started`` (also ``started_at``, clears
-    ``finished_at``), ``update_finished`` (also ``finished_at``);
-    ``insert`` (a new atom)."""
+    """Atom row statements.
+
+    ``update`` writes state, intention, data (name and type never change)
+    and the timings: ``b_start`` true sets ``started_at`` and clears
+    ``finished_at``, a ``b_finished_at`` sets ``finished_at``, otherwise
+    both stay (one statement for every write, and one fenced twin).
+    ``update_fenced`` also requires the flow's owner token not to be
+    greater than ``b_token``. ``insert``: a new atom; ``flow_of``: an
+    atom's flow.
+    """
     ad = tables.atom_details
+    fd = tables.flow_details
     where = ad.c.uuid == sa.bindparam('b_uuid')
-    values = {c: sa.bindparam('b_' + c)
-              for c in ('state', 'intention', 'data', 'updated_at')}
-    update = ad.update().where(where)
-    stmts = {
-        'update': update.values(**values),
-        'update_started': update.values(
-            started_at=sa.bindparam('b_started_at'), finished_at=None,
-            **values),
-        'update_finished': update.values(
-            finished_at=sa.bindparam('b_finished_at'), **values),
+    now = sa.bindparam('b_updated_at', type_=sa.DateTime)
+    start = sa.bindparam('b_start', type_=sa.Boolean)
+    update = ad.update().where(where).values(
+        state=sa.bindparam('b_state'), intention=sa.bindparam('b_intention'),
+        data=sa.bindparam('b_data'), updated_at=now,
+        started_at=sa.case((start, now), else_=ad.c.started_at),
+        finished_at=sa.case((start, sa.null()), else_=sa.func.coalesce(
+            sa.bindparam('b_finished_at', type_=sa.DateTime),
+            ad.c.finished_at)))
+    guard = sa.select(sa.literal_column('1')).where(
+        fd.c.uuid == sa.bindparam('b_flow_uuid'),
+        _token_allows(fd)).with_for_update(read=True).exists()
+    return {
+        'update': update,
+        'update_fenced': update.where(guard),
+        'insert': ad.insert().values(
+            uuid=sa.bindparam('b_uuid'), created_at=now,
+            **{c: sa.bindparam('b_' + c) for c in (
+                'flow_uuid', 'name', 'atom_type', 'state', 'intention',
+                'data', 'updated_at')}),
+        'flow_of': sa.select(ad.c.flow_uuid).where(where),
     }
-    stmts['insert'] = ad.insert().values(
-        uuid=sa.bindparam('b_uuid'), created_at=sa.bindparam('b_updated_at'),
-        **{c: sa.bindparam('b_' + c) for c in (
-            'flow_uuid', 'name', 'atom_type', 'state', 'intention', 'data',
-            'updated_at')})
-    stmts['flow_of'] = sa.select(ad.c.flow_uuid).where(where)
-    return stmts
 
 
 _ATOM = _atom_statements()
 
 
 class _AtomWrite:
-    """One atom row write: the statement (a key of ``_ATOM``), its bind
-    parameters, and the ``(state, data)`` it leaves in the row."""
+    """One atom row write: the bind parameters of ``_ATOM['update']`` and
+    the ``(state, data)`` it leaves in the row."""
 
-    __slots__ = ('ad_uuid', 'state', 'data', 'stmt', 'params')
+    __slots__ = ('ad_uuid', 'state', 'data', 'params')
 
-    def __init__(self, ad_uuid, state, data, stmt, params):
+    def __init__(self, ad_uuid, state, data, params):
         self.ad_uuid = ad_uuid
         self.state = state
         self.data = data
-        self.stmt = stmt
         self.params = params
 
 
@@ -243,21 +301,16 @@ def _atom_write(ad, data, previous_state, pending):
     state = ad.state
     params = {'b_uuid': ad.uuid, 'b_state': state,
               'b_intention': ad.intention, 'b_data': data,
-              'b_updated_at': now}
-    if state in _STARTED_STATES and state != previous_state:
-        stmt = 'update_started'
-        params['b_started_at'] = now
-    elif state in _FINISHED_STATES and state != previous_state:
-        stmt = 'update_finished'
+              'b_updated_at': now, 'b_start': False, 'b_finished_at': None}
+    if state != previous_state and state in _STARTED_STATES:
+        params['b_start'] = True
+    elif state != previous_state and state in _FINISHED_STATES:
         params['b_finished_at'] = now
-    elif pending is not None and pending.stmt == 'update_finished':
+    elif pending is not None:
         # a later save of a finished atom (its intention, its meta) keeps
         # the finish time of the deferred write it replaces
-        stmt = 'update_finished'
         params['b_finished_at'] = pending.params['b_finished_at']
-    else:
-        stmt = 'update'
-    return _AtomWrite(ad.uuid, state, data, stmt, params)
+    return _AtomWrite(ad.uuid, state, data, params)
 
 
 def _retry_detail_from_dict(data):
@@ -295,9 +348,9 @@ class JournalBackend(base.Backend):
 
     One instance serves all flows of a process; it keeps, per atom it
     wrote, the state and data last committed (so a save that changes
-    nothing the journal keeps writes nothing) and per flow the deferred
-    writes. A flow is forgotten when its state is written as SUCCESS,
-    REVERTED or FAILURE.
+    nothing the journal keeps writes nothing), per flow the deferred writes
+    and the owner token it claimed the flow with. A flow is forgotten when
+    its state is written as SUCCESS, REVERTED or FAILURE.
     """
 
     def __init__(self, conf=None, deferred=()):
@@ -311,6 +364,10 @@ class JournalBackend(base.Backend):
         self._flow_atoms = {}
         # flow uuid -> {atom uuid: _AtomWrite} not committed yet
         self._pending = {}
+        # flow uuid -> owner token claimed by this backend
+        self._tokens = {}
+        # flow uuid -> the greater owner token that fenced this backend off
+        self._fenced = {}
 
     def get_connection(self):
         return JournalConnection(self)
@@ -331,7 +388,12 @@ class JournalBackend(base.Backend):
 
     def _defer(self, flow_uuid, write):
         with self._lock:
-            self._pending.setdefault(flow_uuid, {})[write.ad_uuid] = write
+            fenced = self._fenced.get(flow_uuid)
+            if fenced is None:
+                self._pending.setdefault(flow_uuid, {})[
+                    write.ad_uuid] = write
+                return
+        raise FlowFenced(flow_uuid, self._tokens.get(flow_uuid), fenced)
 
     def _drop_pending(self, flow_uuid, write):
         with self._lock:
@@ -340,10 +402,18 @@ class JournalBackend(base.Backend):
                 del writes[write.ad_uuid]
 
     def _start(self, flow_uuid):
-        """The deferred writes of ``flow_uuid``, for a transaction writing
-        the flow."""
+        """``(owner token or None, deferred writes)`` for a transaction
+        writing ``flow_uuid``.
+
+        :raises FlowFenced: a greater token was seen for the flow
+        """
         with self._lock:
-            return list(self._pending.get(flow_uuid, {}).values())
+            token = self._tokens.get(flow_uuid)
+            fenced = self._fenced.get(flow_uuid)
+            pending = list(self._pending.get(flow_uuid, {}).values())
+        if fenced is not None:
+            raise FlowFenced(flow_uuid, token, fenced)
+        return token, pending
 
     def _committed(self, flow_uuid, flushed, written, done=False):
         """After the commit: the deferred writes ``flushed`` are no longer
@@ -370,11 +440,25 @@ class JournalBackend(base.Backend):
         for ad_uuid in self._flow_atoms.pop(flow_uuid, ()):
             self._atoms.pop(ad_uuid, None)
         self._pending.pop(flow_uuid, None)
+        self._tokens.pop(flow_uuid, None)
+        self._fenced.pop(flow_uuid, None)
 
     def _forget_all(self):
         with self._lock:
-            for cache in (self._atoms, self._flow_atoms, self._pending):
+            for cache in (self._atoms, self._flow_atoms, self._pending,
+                          self._tokens, self._fenced):
                 cache.clear()
+
+    def _fence(self, flow_uuid, owner_token):
+        with self._lock:
+            self._fenced[flow_uuid] = owner_token
+
+    def _claimed(self, flow_uuid, token):
+        """A new run of the flow: what this backend had of it is dropped
+        (its rows are rewritten at the run's first flow save)."""
+        with self._lock:
+            self._forget(flow_uuid)
+            self._tokens[flow_uuid] = token
 
 
 class JournalConnection(base.Connection):
@@ -410,6 +494,47 @@ class JournalConnection(base.Connection):
                 conn.execute(table.delete())
         self._backend._forget_all()
 
+    # ------------------------------------------------------------ fencing
+    @_measured
+    def claim_flow(self, flow_uuid, token):
+        """Record ``token`` as the owner token of flow ``flow_uuid``.
+
+        From then on every write of the flow's rows (flow and atoms) by
+        this backend is refused with :class:`FlowFenced` once the row holds
+        a greater token (another conductor claimed the flow). Claiming
+        again with the same token is a no-op; the claim also drops what
+        this backend kept of an earlier run of the flow (deferred writes,
+        cached rows). Call it after ``save_logbook`` (the row must exist),
+        before running or resuming the flow; it lasts until the flow's
+        state is written as SUCCESS, REVERTED or FAILURE.
+
+        :param flow_uuid: str, the flow detail's uuid
+        :param token: int, the owner token of this run (increasing with
+            each takeover, e.g. from the ZooKeeper claim)
+        :raises FlowFenced: the flow holds a greater token already
+        :raises taskflow.exceptions.NotFound: no such flow
+        """
+        token = int(token)
+        with self._engine().begin() as conn:
+            params = {'b_uuid': flow_uuid, 'b_token': token}
+            if conn.execute(_CLAIM, params).rowcount == 0:
+                row = conn.execute(_OWNER_TOKEN, params).first()
+                if row is None:
+                    raise tf_exc.NotFound('No flow detail %s' % flow_uuid)
+                raise FlowFenced(flow_uuid, token, row.owner_token)
+        self._backend._claimed(flow_uuid, token)
+
+    def _check_fence(self, conn, flow_uuid, token):
+        """An UPDATE of a claimed flow matched no row: raise
+        :class:`FlowFenced` when the flow holds a greater token (and
+        remember it), NotFound when the flow is gone."""
+        row = conn.execute(_OWNER_TOKEN, {'b_uuid': flow_uuid}).first()
+        if row is None:
+            raise tf_exc.NotFound('No flow detail %s' % flow_uuid)
+        if row.owner_token is not None and row.owner_token > token:
+            self._backend._fence(flow_uuid, row.owner_token)
+            raise FlowFenced(flow_uuid, token, row.owner_token)
+
     # ------------------------------------------------------------- writes
     @staticmethod
     def _upsert(conn, stmts, params):
@@ -417,22 +542,30 @@ class JournalConnection(base.Connection):
         if conn.execute(stmts['update'], params).rowcount == 0:
             conn.execute(stmts['insert'], params)
 
-    @staticmethod
-    def _write_atoms(conn, writes):
-        """Execute atom ``writes``."""
+    def _write_atoms(self, conn, flow_uuid, token, writes, guarded=True):
+        """Atom ``writes`` of flow ``flow_uuid``, one UPDATE each (on
+        PostgreSQL cheaper than one executemany); with a ``token`` and
+        ``guarded``, each only while the flow's token allows it."""
+        fenced = token is not None and guarded
+        stmt = _ATOM['update_fenced' if fenced else 'update']
         for write in writes:
-            if conn.execute(_ATOM[write.stmt], write.params).rowcount == 0:
+            params = write.params
+            if fenced:
+                params = dict(params, b_flow_uuid=flow_uuid, b_token=token)
+            if conn.execute(stmt, params).rowcount == 0:
+                if fenced:
+                    self._check_fence(conn, flow_uuid, token)
                 # TaskFlow's contract: an atom is created with its flow
                 raise tf_exc.NotFound('No atom detail %s' % write.ad_uuid)
 
     def _commit_atom(self, flow_uuid, write):
         """Commit ``write`` with the flow's deferred writes before it."""
         backend = self._backend
-        pending = backend._start(flow_uuid)
+        token, pending = backend._start(flow_uuid)
         writes = [w for w in pending if w.ad_uuid != write.ad_uuid]
         writes.append(write)
         with self._engine().begin() as conn:
-            self._write_atoms(conn, writes)
+            self._write_atoms(conn, flow_uuid, token, writes)
         backend._committed(flow_uuid, pending, [
             (w.ad_uuid, w.state, w.data) for w in writes])
 
@@ -445,6 +578,7 @@ class JournalConnection(base.Connection):
         keeps changed (e.g. only TaskFlow's progress).
 
         :raises taskflow.exceptions.NotFound: the atom has no row
+        :raises FlowFenced: the flow was claimed with a greater token
         :raises taskflow.exceptions.StorageFailure: database error
             (TaskFlow's storage retries the save)
         """
@@ -485,7 +619,7 @@ class JournalConnection(base.Connection):
             raise tf_exc.NotFound('No atom detail %s' % ad.uuid)
         self._commit_atom(flow_uuid, _atom_write(ad, data, None, None))
 
-    def _save_flow(self, conn, fd, book_uuid=None):
+    def _save_flow(self, conn, fd, token, book_uuid=None):
         """Write flow detail ``fd`` (its row, then its atoms new to this
         backend) in ``conn``'s transaction; returns the ``(atom uuid,
         state, data)`` of the atoms written."""
@@ -494,7 +628,15 @@ class JournalConnection(base.Connection):
                   'b_instance_uuid': (fd.meta or {}).get('instance_uuid'),
                   'b_logbook_uuid': book_uuid,
                   'b_updated_at': timeutils.utcnow()}
-        self._upsert(conn, _FLOW, params)
+        if token is None:
+            self._upsert(conn, _FLOW, params)
+        else:
+            params['b_token'] = token
+            if conn.execute(_FLOW['update_fenced'], params).rowcount == 0:
+                # the row was claimed: it exists, unless destroyed
+                self._check_fence(conn, fd.uuid, token)
+                raise tf_exc.StorageFailure(
+                    'nova-orc journal: flow %s: no row matched' % fd.uuid)
         with self._backend._lock:
             known = self._backend._atoms
             new = [ad for ad in fd if ad.uuid not in known]
@@ -519,7 +661,8 @@ class JournalConnection(base.Connection):
                 'b_uuid': ad.uuid, 'b_flow_uuid': flow_uuid,
                 'b_name': ad.name, 'b_atom_type': models.atom_detail_type(ad),
                 'b_state': ad.state, 'b_intention': ad.intention,
-                'b_data': data, 'b_updated_at': now})
+                'b_data': data, 'b_updated_at': now, 'b_start': False,
+                'b_finished_at': None})
             written.append((ad.uuid, ad.state, data))
         if rows[False]:
             conn.execute(_ATOM['insert'], rows[False])
@@ -531,7 +674,7 @@ class JournalConnection(base.Connection):
         """One transaction: the logbook row (``book``), then per flow its
         row, its deferred atom writes and its new atoms."""
         backend = self._backend
-        started = [(fd, backend._start(fd.uuid)) for fd in fds]
+        started = [(fd,) + backend._start(fd.uuid) for fd in fds]
         written = []
         with self._engine().begin() as conn:
             if book is not None:
@@ -540,19 +683,26 @@ class JournalConnection(base.Connection):
                     'b_data': jsonutils.dumps(book.to_dict(
                         marshal_time=True)),
                     'b_updated_at': timeutils.utcnow()})
-            for fd, pending in started:
-                new = self._save_flow(conn, fd, book.uuid if book else None)
-                self._write_atoms(conn, pending)
+            for fd, token, pending in started:
+                # the flow row first: with a token its UPDATE is the fence
+                # (and holds the row for the rest of the transaction)
+                new = self._save_flow(conn, fd, token,
+                                      book.uuid if book else None)
+                self._write_atoms(conn, fd.uuid, token, pending,
+                                  guarded=False)
                 written.append(new + [(w.ad_uuid, w.state, w.data)
                                       for w in pending])
-        for (fd, pending), rows in zip(started, written):
+        for (fd, _token, pending), rows in zip(started, written):
             backend._committed(fd.uuid, pending, rows,
                                done=fd.state in _FLOW_DONE_STATES)
 
     @_measured
     def update_flow_details(self, flow_detail):
         """Persist a flow detail, its deferred atom writes and the atom
-        details new to the journal, in one transaction."""
+        details new to the journal, in one transaction.
+
+        :raises FlowFenced: the flow was claimed with a greater token
+        """
         self._commit_flows([flow_detail])
         return flow_detail
 

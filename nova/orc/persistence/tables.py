@@ -5,6 +5,8 @@ detail), in tables prefixed ``orc_`` so they can share the Nova API database.
 Each row keeps the full TaskFlow ``to_dict()`` of its object as JSON in
 ``data``; a few columns are lifted out for queries (state, name, instance)
 and timings the journal derives itself (``started_at``, ``finished_at``).
+A flow row's ``owner_token`` is the token of the conductor that last
+claimed the flow (``JournalConnection.claim_flow``), NULL until then.
 The alembic migrations under ``migrations/`` create exactly these tables.
 """
 
@@ -31,6 +33,7 @@ flow_details = sa.Table(
     sa.Column('data', sa.Text),
     sa.Column('created_at', sa.DateTime),
     sa.Column('updated_at', sa.DateTime),
+    sa.Column('owner_token', sa.BigInteger),
 )
 
 atom_details = sa.Table(

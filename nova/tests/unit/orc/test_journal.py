@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from oslo_utils import uuidutils
 import taskflow.engines
+from taskflow import exceptions as tf_exc
 from taskflow.patterns import linear_flow
 from taskflow.patterns import unordered_flow
 from taskflow.persistence import models
@@ -339,11 +340,14 @@ class _JournalTests:
     # -------------------------------------------------------------- tests
     def test_db_sync_is_idempotent_and_versioned(self):
         migration.db_sync()
-        self.assertEqual('0001_journal', migration.db_version())
-        names = sa.inspect(journal.get_engine()).get_table_names()
+        self.assertEqual('0002_owner_token', migration.db_version())
+        inspector = sa.inspect(journal.get_engine())
+        names = inspector.get_table_names()
         for table in ('orc_logbooks', 'orc_flow_details', 'orc_atom_details',
                       'orc_alembic_version'):
             self.assertIn(table, names)
+        self.assertIn('owner_token', [
+            c['name'] for c in inspector.get_columns('orc_flow_details')])
 
     def test_run_is_journaled_with_timings_and_without_secrets(self):
         book, fd = self._new_flow_detail()
@@ -644,6 +648,134 @@ class _JournalTests:
         self.assertEqual('spawn failed on host1',
                          results[0][1]['spawn'].exception_str)
 
+    # ---------------------------------------------------------- fencing
+    def test_a_conductor_that_lost_its_claim_cannot_write(self):
+        book, fd = self._new_flow_detail()
+        conn_a = self.backend.get_connection()
+        conn_a.claim_flow(fd.uuid, 1)
+        backend_b = journal.JournalBackend()
+        seen = {}
+
+        def takeover():
+            # another conductor claims the flow while step3 runs here
+            backend_b.get_connection().claim_flow(fd.uuid, 2)
+            seen.update(self._committed(fd.uuid)[1])
+        HOOKS['step3'] = takeover
+        engine = self._engine(book, fd)
+        self.assertRaises(tf_exc.StorageFailure, engine.run)
+        # nothing of the first conductor landed after the second claimed
+        self.assertEqual(seen, self._committed(fd.uuid)[1])
+        self.assertEqual(states.RUNNING, seen['step3'][0])
+        self.assertEqual(states.PENDING, seen['step4'][0])
+        self.assertEqual(['step1', 'step2', 'step3'], RAN)
+        # and its writes keep failing, retried or not
+        step4 = [a for a in engine.storage._flowdetail
+                 if a.name == 'step4'][0].copy()
+        step4.state = states.RUNNING
+        self.assertRaises(tf_exc.StorageFailure,
+                          conn_a.update_atom_details, step4)
+        self.assertRaises(tf_exc.StorageFailure,
+                          conn_a.update_flow_details,
+                          engine.storage._flowdetail)
+        self.assertRaises(tf_exc.StorageFailure, conn_a.claim_flow,
+                          fd.uuid, 1)
+        self.assertEqual(seen, self._committed(fd.uuid)[1])
+        # the new owner writes and resumes
+        loaded_book = backend_b.get_connection().get_logbook(book.uuid)
+        engine = taskflow.engines.load(
+            _flow(), flow_detail=loaded_book.find(fd.uuid),
+            book=loaded_book, backend=backend_b)
+        engine.storage.inject({'secret': 'again'}, transient=True)
+        HOOKS.clear()
+        engine.run()
+        self.assertEqual(['step1', 'step2', 'step3', 'step3', 'step4',
+                          'step5'], RAN)
+        self.assertEqual(states.SUCCESS, self._committed(fd.uuid)[0])
+
+    def test_claim_waits_for_a_write_in_flight(self):
+        # a claim that comes while a write of the old owner is in flight
+        # (its guarded UPDATE done, its commit not yet) does not get in
+        # between: it waits for that commit (PostgreSQL: the write's share
+        # lock on the flow row), or fails busy and is claimed again later
+        # (sqlite's database lock); the write lands, nothing after it
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        conn_b = journal.JournalBackend().get_connection()
+        claimed = []
+
+        def claim_b():
+            try:
+                conn_b.claim_flow(fd.uuid, 2)
+                claimed.append('claimed')
+            except tf_exc.StorageFailure as e:
+                claimed.append(e)
+        claim = threading.Thread(target=claim_b)
+
+        def step3():
+            # the write has committed: the claim is through, or claims now
+            claim.join(10)
+            if claimed != ['claimed']:
+                self.assertIn('locked', str(claimed[0]))
+                conn_b.claim_flow(fd.uuid, 2)
+        HOOKS['step3'] = step3
+        seen = {}
+        claim_armed = []
+        engine = journal.get_engine()
+
+        def commit(conn):
+            if seen or not claim_armed:
+                return
+            claim.start()
+            claim.join(0.5)
+            seen['claimed before the commit'] = 'claimed' in claimed
+        sa_event.listen(engine, 'commit', commit)
+        self.addCleanup(sa_event.remove, engine, 'commit', commit)
+        original = journal.JournalConnection.update_atom_details
+
+        def spy(conn, detail):
+            if (detail.name, detail.state) == ('step3', states.RUNNING):
+                claim_armed.append(True)
+            return original(conn, detail)
+        self.useFixture(fixtures.MockPatchObject(
+            journal.JournalConnection, 'update_atom_details', spy))
+        self.assertRaises(tf_exc.StorageFailure, self._engine(book, fd).run)
+        self.assertFalse(claim.is_alive())
+        self.assertEqual({'claimed before the commit': False}, seen)
+        atoms = self._committed(fd.uuid)[1]
+        # step3's RUNNING write (with step2's result) landed, then the
+        # claim; nothing of the old owner after it (step4 never started)
+        self.assertEqual(states.SUCCESS, atoms['step2'][0])
+        self.assertEqual(states.RUNNING, atoms['step3'][0])
+        self.assertEqual(states.PENDING, atoms['step4'][0])
+        self.assertEqual(['step1', 'step2', 'step3'], RAN)
+
+    def test_claims_only_go_up(self):
+        book, fd = self._new_flow_detail()
+        conn = self.backend.get_connection()
+        conn.claim_flow(fd.uuid, 5)
+        conn.claim_flow(fd.uuid, 5)
+        other = journal.JournalBackend().get_connection()
+        self.assertRaises(tf_exc.StorageFailure, other.claim_flow,
+                          fd.uuid, 4)
+        other.claim_flow(fd.uuid, 6)
+        self.assertRaises(tf_exc.NotFound, conn.claim_flow,
+                          uuidutils.generate_uuid(), 1)
+        with self.reader.connect() as c:
+            self.assertEqual(6, c.execute(sa.select(
+                tables.flow_details.c.owner_token).where(
+                    tables.flow_details.c.uuid == fd.uuid)).scalar())
+
+    def test_claimed_flow_runs_and_resumes(self):
+        # the claimed path writes the same journal as the unclaimed one
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        FAIL['spawn'] = 'host1'
+        engine = self._load_boot_like(book, fd, self.backend, 'serial')
+        engine.run()
+        flow_state, atoms = self._committed(fd.uuid)
+        self.assertEqual(states.SUCCESS, flow_state)
+        self.assertEqual('host2', atoms['spawn'][1]['results']['host'])
+
     def test_destroy_logbook(self):
         book, fd = self._new_flow_detail()
         self._engine(book, fd).run()
@@ -665,7 +797,7 @@ class SqliteJournalTest(_JournalTests, test.TestCase):
 
     def connection_url(self):
         path = self.useFixture(fixtures.TempDir()).path
-        return 'sqlite:///%s/journal.db' % path
+        return 'sqlite:///%s/journal.db?timeout=1' % path
 
 
 class PostgreSQLJournalTest(_JournalTests, test.TestCase):
