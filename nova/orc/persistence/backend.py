@@ -34,10 +34,20 @@ may have been cut short (its atoms are idempotent) and nothing else:
    first, so an atom's result is durable before the next atom starts. A
    crash in between leaves the atom RUNNING (REVERTING) in the journal and a
    resume runs it again: exactly the recovery its idempotence provides.
-3. The in-memory view (what was last committed per atom, the deferred
-   writes) changes only after the commit succeeded: a failed commit leaves
-   it as it was, so TaskFlow's storage retry (on ``StorageFailure``) writes
-   the same change again, deferred writes included.
+3. ``update_flow_details`` of a flow claimed by this backend
+   (``claim_flow``, below) is deferred the same way unless the flow's
+   state is SUCCESS, REVERTED, FAILURE or SUSPENDED: the engine's first
+   saves (the injected store, the atoms it adds, the flow's RUNNING state)
+   ride with the first atom's RUNNING write, before which nothing happened;
+   a crash before it leaves the flow as claimed, with no atoms. Saves of
+   unclaimed flows, saves in those final states and ``save_logbook``
+   commit at once (a caller that needs a running flow's meta durable at
+   once uses ``save_logbook``).
+4. The in-memory view (what was last committed per atom, what is
+   deferred) changes only after the commit succeeded: a failed commit
+   leaves it as it was, so TaskFlow's storage retry (on
+   ``StorageFailure``) writes the same change again, deferred writes
+   included.
 
 The rule is generic: it depends on the state written, not on the atom. With
 the parallel engine two atoms are RUNNING at once; each RUNNING write is
@@ -97,6 +107,8 @@ _STARTED_STATES = (states.RUNNING, states.REVERTING)
 _FINISHED_STATES = (states.SUCCESS, states.FAILURE, states.REVERTED,
                     states.REVERT_FAILURE)
 _FLOW_DONE_STATES = (states.SUCCESS, states.REVERTED, states.FAILURE)
+#: flow states a claimed flow's save is committed in (the engine stops)
+_FLOW_STOP_STATES = _FLOW_DONE_STATES + (states.SUSPENDED,)
 
 _own_facades = {}
 _own_facades_lock = threading.Lock()
@@ -281,8 +293,9 @@ _ATOM = _atom_statements()
 
 
 class _AtomWrite:
-    """One atom row write: the bind parameters of ``_ATOM['update']`` and
-    the ``(state, data)`` it leaves in the row."""
+    """One atom row write: its bind parameters (of ``_ATOM['update']``, or
+    of ``_ATOM['insert']`` for a new atom) and the ``(state, data)`` it
+    leaves in the row."""
 
     __slots__ = ('ad_uuid', 'state', 'data', 'params')
 
@@ -311,6 +324,42 @@ def _atom_write(ad, data, previous_state, pending):
         # the finish time of the deferred write it replaces
         params['b_finished_at'] = pending.params['b_finished_at']
     return _AtomWrite(ad.uuid, state, data, params)
+
+
+def _atom_insert(ad, flow_uuid, now):
+    """The INSERT of a new atom's row."""
+    data = _dumps(ad)
+    return _AtomWrite(ad.uuid, ad.state, data, {
+        'b_uuid': ad.uuid, 'b_flow_uuid': flow_uuid, 'b_name': ad.name,
+        'b_atom_type': models.atom_detail_type(ad), 'b_state': ad.state,
+        'b_intention': ad.intention, 'b_data': data, 'b_updated_at': now})
+
+
+def _flow_params(fd, book_uuid=None):
+    """Bind parameters of flow detail ``fd``'s row."""
+    return {'b_uuid': fd.uuid, 'b_name': fd.name, 'b_state': fd.state,
+            'b_data': _dumps(fd),
+            'b_instance_uuid': (fd.meta or {}).get('instance_uuid'),
+            'b_logbook_uuid': book_uuid,
+            'b_updated_at': timeutils.utcnow()}
+
+
+class _Pending:
+    """What a flow has not committed yet: its row (``flow``: the latest
+    deferred flow save's parameters, or None), new atoms to insert
+    (``inserts``) and atom writes (``writes``), both by atom uuid."""
+
+    __slots__ = ('flow', 'inserts', 'writes')
+
+    def __init__(self):
+        self.flow = None
+        self.inserts = {}
+        self.writes = {}
+
+    def snapshot(self):
+        """A copy to commit: ``(flow, [inserts], [writes])``."""
+        return (self.flow, list(self.inserts.values()),
+                list(self.writes.values()))
 
 
 def _retry_detail_from_dict(data):
@@ -348,7 +397,7 @@ class JournalBackend(base.Backend):
 
     One instance serves all flows of a process; it keeps, per atom it
     wrote, the state and data last committed (so a save that changes
-    nothing the journal keeps writes nothing), per flow the deferred writes
+    nothing the journal keeps writes nothing), per flow what is deferred
     and the owner token it claimed the flow with. A flow is forgotten when
     its state is written as SUCCESS, REVERTED or FAILURE.
     """
@@ -362,8 +411,10 @@ class JournalBackend(base.Backend):
         self._atoms = {}
         # flow uuid -> set of its atom uuids in _atoms
         self._flow_atoms = {}
-        # flow uuid -> {atom uuid: _AtomWrite} not committed yet
+        # flow uuid -> _Pending: not committed yet
         self._pending = {}
+        # atom uuid -> flow uuid, for atoms whose INSERT is deferred
+        self._new_atoms = {}
         # flow uuid -> owner token claimed by this backend
         self._tokens = {}
         # flow uuid -> the greater owner token that fenced this backend off
@@ -377,58 +428,107 @@ class JournalBackend(base.Backend):
 
     # all of the below hold self._lock only for dict operations
     def _atom_view(self, ad_uuid):
-        """``(flow uuid, committed state, committed data, pending write)``
-        of an atom, or None when this backend has not written it."""
+        """``(flow uuid, state, data, pending write)`` of an atom: state
+        and data as committed (or as its deferred INSERT will write them),
+        or None when this backend has not written the atom."""
         with self._lock:
             known = self._atoms.get(ad_uuid)
-            if known is None:
-                return None
-            pending = self._pending.get(known[0])
-            return known + ((pending or {}).get(ad_uuid),)
+            if known is not None:
+                flow_uuid, state, data = known
+                pending = self._pending.get(flow_uuid)
+            else:
+                flow_uuid = self._new_atoms.get(ad_uuid)
+                if flow_uuid is None:
+                    return None
+                pending = self._pending[flow_uuid]
+                row = pending.inserts[ad_uuid]
+                state, data = row.state, row.data
+            write = pending.writes.get(ad_uuid) if pending else None
+            return flow_uuid, state, data, write
+
+    def _check_not_fenced(self, flow_uuid):
+        # with self._lock held
+        fenced = self._fenced.get(flow_uuid)
+        if fenced is not None:
+            raise FlowFenced(flow_uuid, self._tokens.get(flow_uuid), fenced)
 
     def _defer(self, flow_uuid, write):
         with self._lock:
-            fenced = self._fenced.get(flow_uuid)
-            if fenced is None:
-                self._pending.setdefault(flow_uuid, {})[
-                    write.ad_uuid] = write
-                return
-        raise FlowFenced(flow_uuid, self._tokens.get(flow_uuid), fenced)
+            self._check_not_fenced(flow_uuid)
+            pending = self._pending.get(flow_uuid)
+            if pending is None:
+                pending = self._pending[flow_uuid] = _Pending()
+            pending.writes[write.ad_uuid] = write
 
     def _drop_pending(self, flow_uuid, write):
         with self._lock:
-            writes = self._pending.get(flow_uuid)
-            if writes and writes.get(write.ad_uuid) is write:
-                del writes[write.ad_uuid]
+            pending = self._pending.get(flow_uuid)
+            if pending and pending.writes.get(write.ad_uuid) is write:
+                del pending.writes[write.ad_uuid]
+
+    def _defer_flow(self, fd):
+        """Defer the save of claimed flow detail ``fd`` (its row and its
+        atoms new to this backend).
+
+        :returns: False (nothing deferred) unless the flow is claimed
+        """
+        with self._lock:
+            if fd.uuid not in self._tokens:
+                return False
+            self._check_not_fenced(fd.uuid)
+            pending = self._pending.get(fd.uuid)
+            if pending is None:
+                pending = self._pending[fd.uuid] = _Pending()
+            pending.flow = _flow_params(fd)
+            now = pending.flow['b_updated_at']
+            for ad in fd:
+                if (ad.uuid not in self._atoms and
+                        ad.uuid not in pending.inserts):
+                    pending.inserts[ad.uuid] = _atom_insert(ad, fd.uuid, now)
+                    self._new_atoms[ad.uuid] = fd.uuid
+            return True
+
+    def _new_in(self, fd, snapshot):
+        """Atom details of ``fd`` this backend has neither written nor
+        deferred in ``snapshot``."""
+        deferred = {row.ad_uuid for row in snapshot[1]}
+        with self._lock:
+            return [ad for ad in fd
+                    if ad.uuid not in self._atoms and ad.uuid not in deferred]
 
     def _start(self, flow_uuid):
-        """``(owner token or None, deferred writes)`` for a transaction
-        writing ``flow_uuid``.
+        """``(owner token or None, snapshot of what is deferred)`` for a
+        transaction writing ``flow_uuid``.
 
         :raises FlowFenced: a greater token was seen for the flow
         """
         with self._lock:
-            token = self._tokens.get(flow_uuid)
-            fenced = self._fenced.get(flow_uuid)
-            pending = list(self._pending.get(flow_uuid, {}).values())
-        if fenced is not None:
-            raise FlowFenced(flow_uuid, token, fenced)
-        return token, pending
+            self._check_not_fenced(flow_uuid)
+            pending = self._pending.get(flow_uuid)
+            return (self._tokens.get(flow_uuid),
+                    pending.snapshot() if pending else (None, [], []))
 
-    def _committed(self, flow_uuid, flushed, written, done=False):
-        """After the commit: the deferred writes ``flushed`` are no longer
-        pending (unless replaced meanwhile), ``written`` (``(atom uuid,
-        state, data)``) is what the rows hold."""
+    def _committed(self, flow_uuid, snapshot, written, done=False):
+        """After the commit: what ``snapshot`` held is no longer pending
+        (unless replaced meanwhile); ``written`` (``(atom uuid, state,
+        data)``, in order) is what the rows hold."""
         with self._lock:
             if done:
                 self._forget(flow_uuid)
                 return
-            writes = self._pending.get(flow_uuid)
-            if writes:
-                for write in flushed:
-                    if writes.get(write.ad_uuid) is write:
-                        del writes[write.ad_uuid]
-                if not writes:
+            pending = self._pending.get(flow_uuid)
+            if pending is not None:
+                flow, inserts, writes = snapshot
+                if flow is not None and pending.flow is flow:
+                    pending.flow = None
+                for row in inserts:
+                    if pending.inserts.get(row.ad_uuid) is row:
+                        del pending.inserts[row.ad_uuid]
+                        self._new_atoms.pop(row.ad_uuid, None)
+                for write in writes:
+                    if pending.writes.get(write.ad_uuid) is write:
+                        del pending.writes[write.ad_uuid]
+                if not (pending.flow or pending.inserts or pending.writes):
                     del self._pending[flow_uuid]
             atoms = self._flow_atoms.setdefault(flow_uuid, set())
             for ad_uuid, state, data in written:
@@ -439,14 +539,16 @@ class JournalBackend(base.Backend):
         # with self._lock held
         for ad_uuid in self._flow_atoms.pop(flow_uuid, ()):
             self._atoms.pop(ad_uuid, None)
-        self._pending.pop(flow_uuid, None)
+        pending = self._pending.pop(flow_uuid, None)
+        for ad_uuid in (pending.inserts if pending else ()):
+            self._new_atoms.pop(ad_uuid, None)
         self._tokens.pop(flow_uuid, None)
         self._fenced.pop(flow_uuid, None)
 
     def _forget_all(self):
         with self._lock:
             for cache in (self._atoms, self._flow_atoms, self._pending,
-                          self._tokens, self._fenced):
+                          self._new_atoms, self._tokens, self._fenced):
                 cache.clear()
 
     def _fence(self, flow_uuid, owner_token):
@@ -501,12 +603,14 @@ class JournalConnection(base.Connection):
 
         From then on every write of the flow's rows (flow and atoms) by
         this backend is refused with :class:`FlowFenced` once the row holds
-        a greater token (another conductor claimed the flow). Claiming
-        again with the same token is a no-op; the claim also drops what
-        this backend kept of an earlier run of the flow (deferred writes,
-        cached rows). Call it after ``save_logbook`` (the row must exist),
-        before running or resuming the flow; it lasts until the flow's
-        state is written as SUCCESS, REVERTED or FAILURE.
+        a greater token (another conductor claimed the flow), and the
+        saves of the flow detail itself are deferred while the flow runs
+        (module docstring). Claiming again with the same token is a no-op;
+        the claim also drops what this backend kept of an earlier run of
+        the flow (deferred writes, cached rows). Call it after
+        ``save_logbook`` (the row must exist), before running or resuming
+        the flow; it lasts until the flow's state is written as SUCCESS,
+        REVERTED or FAILURE.
 
         :param flow_uuid: str, the flow detail's uuid
         :param token: int, the owner token of this run (increasing with
@@ -542,6 +646,35 @@ class JournalConnection(base.Connection):
         if conn.execute(stmts['update'], params).rowcount == 0:
             conn.execute(stmts['insert'], params)
 
+    def _write_flow(self, conn, flow_uuid, token, params):
+        """The flow row; with a ``token``, only while the flow's token
+        allows it (and then the row stays locked until the commit)."""
+        if token is None:
+            self._upsert(conn, _FLOW, params)
+            return
+        params = dict(params, b_token=token)
+        if conn.execute(_FLOW['update_fenced'], params).rowcount == 0:
+            # the row was claimed: it exists, unless destroyed
+            self._check_fence(conn, flow_uuid, token)
+            raise tf_exc.StorageFailure(
+                'nova-orc journal: flow %s: no row matched' % flow_uuid)
+
+    @staticmethod
+    def _insert_atoms(conn, rows):
+        """New atom rows (an atom of a flow loaded from the journal may
+        exist already: then an UPDATE)."""
+        ad = tables.atom_details
+        existing = {r.uuid for r in conn.execute(
+            sa.select(ad.c.uuid).where(ad.c.uuid.in_(
+                [row.ad_uuid for row in rows])))}
+        fresh = [row.params for row in rows if row.ad_uuid not in existing]
+        if fresh:
+            conn.execute(_ATOM['insert'], fresh)
+        for row in rows:
+            if row.ad_uuid in existing:
+                conn.execute(_ATOM['update'], dict(
+                    row.params, b_start=False, b_finished_at=None))
+
     def _write_atoms(self, conn, flow_uuid, token, writes, guarded=True):
         """Atom ``writes`` of flow ``flow_uuid``, one UPDATE each (on
         PostgreSQL cheaper than one executemany); with a ``token`` and
@@ -558,22 +691,46 @@ class JournalConnection(base.Connection):
                 # TaskFlow's contract: an atom is created with its flow
                 raise tf_exc.NotFound('No atom detail %s' % write.ad_uuid)
 
+    def _write_flow_part(self, conn, flow_uuid, token, snapshot, fd=None,
+                         book_uuid=None, write=None):
+        """In ``conn``'s transaction, what flow ``flow_uuid`` has to write:
+        its row (``fd``'s, else the deferred one), new atoms (deferred and
+        ``fd``'s), deferred atom writes, then ``write``. Returns the
+        ``(atom uuid, state, data)`` written, in order."""
+        flow, inserts, writes = snapshot
+        if fd is not None:
+            flow = _flow_params(fd, book_uuid)
+            now = flow['b_updated_at']
+            inserts = inserts + [_atom_insert(ad, fd.uuid, now)
+                                 for ad in self._backend._new_in(
+                                     fd, snapshot)]
+        if write is not None:
+            writes = [w for w in writes if w.ad_uuid != write.ad_uuid]
+            writes.append(write)
+        if flow is not None:
+            # first: with a token this UPDATE is the fence and holds the
+            # flow row for the rest of the transaction
+            self._write_flow(conn, flow_uuid, token, flow)
+        if inserts:
+            self._insert_atoms(conn, inserts)
+        self._write_atoms(conn, flow_uuid, token, writes,
+                          guarded=flow is None)
+        return [(w.ad_uuid, w.state, w.data) for w in inserts + writes]
+
     def _commit_atom(self, flow_uuid, write):
-        """Commit ``write`` with the flow's deferred writes before it."""
+        """Commit ``write`` with what the flow deferred, before it."""
         backend = self._backend
-        token, pending = backend._start(flow_uuid)
-        writes = [w for w in pending if w.ad_uuid != write.ad_uuid]
-        writes.append(write)
+        token, snapshot = backend._start(flow_uuid)
         with self._engine().begin() as conn:
-            self._write_atoms(conn, flow_uuid, token, writes)
-        backend._committed(flow_uuid, pending, [
-            (w.ad_uuid, w.state, w.data) for w in writes])
+            written = self._write_flow_part(conn, flow_uuid, token, snapshot,
+                                            write=write)
+        backend._committed(flow_uuid, snapshot, written)
 
     @_measured
     def update_atom_details(self, atom_detail):
         """Persist one atom detail (the write-ahead rule, module
         docstring): RUNNING and REVERTING are committed before returning,
-        with the flow's deferred writes; other states are deferred to the
+        with what the flow deferred; other states are deferred to the
         flow's next write; nothing is written when nothing the journal
         keeps changed (e.g. only TaskFlow's progress).
 
@@ -619,60 +776,9 @@ class JournalConnection(base.Connection):
             raise tf_exc.NotFound('No atom detail %s' % ad.uuid)
         self._commit_atom(flow_uuid, _atom_write(ad, data, None, None))
 
-    def _save_flow(self, conn, fd, token, book_uuid=None):
-        """Write flow detail ``fd`` (its row, then its atoms new to this
-        backend) in ``conn``'s transaction; returns the ``(atom uuid,
-        state, data)`` of the atoms written."""
-        params = {'b_uuid': fd.uuid, 'b_name': fd.name, 'b_state': fd.state,
-                  'b_data': _dumps(fd),
-                  'b_instance_uuid': (fd.meta or {}).get('instance_uuid'),
-                  'b_logbook_uuid': book_uuid,
-                  'b_updated_at': timeutils.utcnow()}
-        if token is None:
-            self._upsert(conn, _FLOW, params)
-        else:
-            params['b_token'] = token
-            if conn.execute(_FLOW['update_fenced'], params).rowcount == 0:
-                # the row was claimed: it exists, unless destroyed
-                self._check_fence(conn, fd.uuid, token)
-                raise tf_exc.StorageFailure(
-                    'nova-orc journal: flow %s: no row matched' % fd.uuid)
-        with self._backend._lock:
-            known = self._backend._atoms
-            new = [ad for ad in fd if ad.uuid not in known]
-        if not new:
-            return []
-        return self._save_new_atoms(conn, new, fd.uuid)
-
-    def _save_new_atoms(self, conn, details, flow_uuid):
-        """Atoms this backend has not written yet (a flow's atoms when its
-        engine is built): one SELECT, then one batched INSERT and one
-        batched UPDATE instead of a round trip per atom."""
-        ad_table = tables.atom_details
-        existing = {r.uuid for r in conn.execute(
-            sa.select(ad_table.c.uuid).where(
-                ad_table.c.uuid.in_([ad.uuid for ad in details])))}
-        now = timeutils.utcnow()
-        rows = {True: [], False: []}
-        written = []
-        for ad in details:
-            data = _dumps(ad)
-            rows[ad.uuid in existing].append({
-                'b_uuid': ad.uuid, 'b_flow_uuid': flow_uuid,
-                'b_name': ad.name, 'b_atom_type': models.atom_detail_type(ad),
-                'b_state': ad.state, 'b_intention': ad.intention,
-                'b_data': data, 'b_updated_at': now, 'b_start': False,
-                'b_finished_at': None})
-            written.append((ad.uuid, ad.state, data))
-        if rows[False]:
-            conn.execute(_ATOM['insert'], rows[False])
-        if rows[True]:
-            conn.execute(_ATOM['update'], rows[True])
-        return written
-
     def _commit_flows(self, fds, book=None):
         """One transaction: the logbook row (``book``), then per flow its
-        row, its deferred atom writes and its new atoms."""
+        row, its new atoms and what it deferred."""
         backend = self._backend
         started = [(fd,) + backend._start(fd.uuid) for fd in fds]
         written = []
@@ -683,27 +789,27 @@ class JournalConnection(base.Connection):
                     'b_data': jsonutils.dumps(book.to_dict(
                         marshal_time=True)),
                     'b_updated_at': timeutils.utcnow()})
-            for fd, token, pending in started:
-                # the flow row first: with a token its UPDATE is the fence
-                # (and holds the row for the rest of the transaction)
-                new = self._save_flow(conn, fd, token,
-                                      book.uuid if book else None)
-                self._write_atoms(conn, fd.uuid, token, pending,
-                                  guarded=False)
-                written.append(new + [(w.ad_uuid, w.state, w.data)
-                                      for w in pending])
-        for (fd, _token, pending), rows in zip(started, written):
-            backend._committed(fd.uuid, pending, rows,
+            for fd, token, snapshot in started:
+                written.append(self._write_flow_part(
+                    conn, fd.uuid, token, snapshot, fd=fd,
+                    book_uuid=book.uuid if book else None))
+        for (fd, _token, snapshot), rows in zip(started, written):
+            backend._committed(fd.uuid, snapshot, rows,
                                done=fd.state in _FLOW_DONE_STATES)
 
     @_measured
     def update_flow_details(self, flow_detail):
-        """Persist a flow detail, its deferred atom writes and the atom
-        details new to the journal, in one transaction.
+        """Persist a flow detail and the atom details new to the journal,
+        with what the flow deferred, in one transaction; for a flow this
+        backend claimed, deferred to the flow's next write unless its
+        state is SUCCESS, REVERTED, FAILURE or SUSPENDED (module
+        docstring).
 
         :raises FlowFenced: the flow was claimed with a greater token
         """
-        self._commit_flows([flow_detail])
+        if (flow_detail.state in _FLOW_STOP_STATES or
+                not self._backend._defer_flow(flow_detail)):
+            self._commit_flows([flow_detail])
         return flow_detail
 
     @_measured

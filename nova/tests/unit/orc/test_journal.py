@@ -246,10 +246,11 @@ class _JournalTests:
         for kind, name, _host in before:
             last[name] = kind
         moved = {name for _k, name, _h in after[len(before):]}
-        for name, state in committed.items():
+        for name in set(committed) | set(last):
             if name in moved or name in ('host_retry',) or (
                     name.startswith('_')):
                 continue
+            state = committed.get(name)
             self.assertIn(state, ALLOWED[last.get(name)],
                           '%s: %s is %s in the journal after %s' % (
                               label, name, state, last.get(name)))
@@ -269,14 +270,17 @@ class _JournalTests:
             _boot_like_flow(), flow_detail=fd, book=book, backend=backend,
             store={'value': 42, 'hosts': ['host1', 'host2']}, **options)
 
-    def _boot_like_run(self, engine_kind, crash_at=None):
+    def _boot_like_run(self, engine_kind, crash_at=None, claim=False):
         """Run the boot-shaped flow, checking the journal at every
         boundary; with ``crash_at`` (an int), the process "dies" at that
         boundary (and only that one is checked). Returns ``(book, fd,
         crash points, crash)``: crash points are the boundaries where what
         the journal holds or what happened changed since the one before;
-        crash is ``(committed atoms, events)`` at the crash."""
+        crash is ``(committed atoms, events)`` at the crash. ``claim``:
+        the flow is claimed first, as a conductor does."""
         book, fd = self._new_flow_detail()
+        if claim:
+            self.backend.get_connection().claim_flow(fd.uuid, 1)
         seen = [0]
         points = []
         last = [None]
@@ -319,13 +323,16 @@ class _JournalTests:
         self.assertEqual([], violations[:3])
         return book, fd, points, crash[0] if crash else None
 
-    def _resume_boot_like(self, book, fd, engine_kind):
+    def _resume_boot_like(self, book, fd, engine_kind, claim=False):
         """A new conductor (a fresh backend) resumes the flow from the
-        journal alone; returns the events of the resumed run."""
+        journal alone (``claim``: claiming it first, with a greater
+        token); returns the events of the resumed run."""
         _ghost.clear()
         EVENTS[:] = []
         backend = journal.JournalBackend()
         conn = backend.get_connection()
+        if claim:
+            conn.claim_flow(fd.uuid, 2)
         loaded_book = conn.get_logbook(book.uuid)
         loaded_fd = loaded_book.find(fd.uuid)
         engine = self._load_boot_like(loaded_book, loaded_fd, backend,
@@ -437,6 +444,14 @@ class _JournalTests:
         _flow_state, atoms = self._committed(fd.uuid)
         self.assertEqual('host2', atoms['spawn'][1]['results']['host'])
 
+    def test_journal_is_a_prefix_of_what_happened_claimed(self):
+        FAIL['spawn'] = 'host1'
+        _book, fd, points, _crash = self._boot_like_run('serial', claim=True)
+        self.assertGreater(len(points), 40)
+        self.assertIn(('execute', 'spawn', 'host2'), EVENTS)
+        _flow_state, atoms = self._committed(fd.uuid)
+        self.assertEqual('host2', atoms['spawn'][1]['results']['host'])
+
     def test_journal_is_a_prefix_of_what_happened_parallel(self):
         # (b) two atoms RUNNING at once (networks || block_devices)
         FAIL['spawn'] = 'host1'
@@ -444,24 +459,32 @@ class _JournalTests:
         self.assertGreater(len(points), 40)
         self.assertIn(('execute', 'spawn', 'host2'), EVENTS)
 
-    def _crash_everywhere(self, engine_kind, fail):
+    def _crash_everywhere(self, engine_kind, fail, claim=False):
         """(d) crash at each boundary in turn, resume, check that only
         what was not finished runs again."""
         if fail:
             FAIL['spawn'] = 'host1'
-        _book, _fd, points, _crash = self._boot_like_run(engine_kind)
+        _book, _fd, points, _crash = self._boot_like_run(engine_kind,
+                                                         claim=claim)
         for crash_at in points:
             EVENTS[:] = []
             _ghost.clear()
             book, fd, _seen, crash = self._boot_like_run(
-                engine_kind, crash_at=crash_at)
+                engine_kind, crash_at=crash_at, claim=claim)
             committed, before = crash
-            resumed = self._resume_boot_like(book, fd, engine_kind)
+            where = 'crash at boundary %d: %s' % (crash_at, committed)
+            if not committed:
+                # the flow's saves ride with its first atom's RUNNING
+                # write: before it, nothing happened (nothing to resume;
+                # the store of the flow is not in the journal either)
+                self.assertEqual([], before, where)
+                continue
+            resumed = self._resume_boot_like(book, fd, engine_kind,
+                                             claim=claim)
             done = {name for name, (state, _d) in committed.items()
                     if state == states.SUCCESS}
             ran_again = [name for kind, name, _h in resumed
                          if kind == 'execute']
-            where = 'crash at boundary %d: %s' % (crash_at, committed)
             if not fail:
                 # every atom not finished runs once, no finished one again
                 self.assertEqual(
@@ -499,6 +522,11 @@ class _JournalTests:
 
     def test_resume_after_a_crash_at_each_boundary_with_failover(self):
         self._crash_everywhere('serial', fail=True)
+
+    def test_resume_after_a_crash_at_each_boundary_claimed(self):
+        # a conductor's run: claimed (flow saves deferred too), resumed by
+        # a conductor claiming with a greater token
+        self._crash_everywhere('parallel', fail=True, claim=True)
 
     def _fail_commits(self, count=1):
         """The next ``count`` commits of the journal engine fail."""
@@ -598,6 +626,40 @@ class _JournalTests:
         self.assertEqual(states.SUCCESS, seen['step2'][0])
         self.assertEqual({'step': 'step2', 'value': 42},
                          seen['step2'][1]['results'])
+
+    def test_failed_commit_of_a_claimed_flows_first_write(self):
+        # (c) a claimed flow's saves (its row, its new atoms, the injected
+        # store) ride with step1's RUNNING write; that commit fails once
+        # and TaskFlow's retry writes all of it
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        original = journal.JournalConnection.update_atom_details
+        armed = [True]
+
+        def spy(conn, detail):
+            if (detail.name, detail.state) == ('step1', states.RUNNING) and \
+                    armed:
+                armed.pop()
+                self._fail_commits(1)
+            return original(conn, detail)
+        self.useFixture(fixtures.MockPatchObject(
+            journal.JournalConnection, 'update_atom_details', spy))
+        seen = {}
+        HOOKS['step1'] = lambda: seen.update(
+            zip(('flow', 'atoms'), self._committed(fd.uuid)))
+        self._engine(book, fd).run()
+        self.assertEqual(states.RUNNING, seen['flow'])
+        self.assertEqual(
+            {'step1': states.RUNNING, 'step2': states.PENDING,
+             'step3': states.PENDING, 'step4': states.PENDING,
+             'step5': states.PENDING},
+            {k: v[0] for k, v in seen['atoms'].items()
+             if k.startswith('step')})
+        [injector] = [v for k, v in seen['atoms'].items()
+                      if k.startswith('_')]
+        self.assertEqual((states.SUCCESS, 42),
+                         (injector[0], injector[1]['results']['value']))
+        self.assertEqual(states.SUCCESS, self._committed(fd.uuid)[0])
 
     def test_resume_runs_only_what_did_not_finish(self):
         book, fd = self._new_flow_detail()
