@@ -412,6 +412,9 @@ class Orchestrator:
         flow_id = run.claim.flow_id
         try:
             self._run_claimed(run)
+        except journal.FlowFenced as e:
+            LOG.warning('Not running flow %s: another conductor claimed it '
+                        'since (%s)', flow_id, e)
         except Exception:
             LOG.exception('Job of flow %s could not run; giving it back to '
                           'the board', flow_id)
@@ -428,6 +431,10 @@ class Orchestrator:
         """Load the claimed job's flow from the journal and run it."""
         flow_id = run.claim.flow_id
         with contextlib.closing(self.backend.get_connection()) as conn:
+            # fence the journal first: from now on a conductor that held an
+            # earlier claim of this job cannot write it (FlowFenced), and
+            # what we read below is all it wrote
+            conn.claim_flow(flow_id, run.claim.token)
             flow_detail = conn.get_flow_details(flow_id)
             book = conn.get_logbook(run.claim.details['book'], lazy=True)
             meta = flow_detail.meta
@@ -448,7 +455,11 @@ class Orchestrator:
             if failed_revert and run.abort_reason:
                 self._quarantine(run, conn, flow_detail)
                 return
-            conn.update_flow_details(flow_detail)
+            # durable now (the claim count caps resumes): save_logbook
+            # commits at once where update_flow_details of a claimed flow
+            # waits for its next write
+            book.add(flow_detail)
+            conn.save_logbook(book)
         with self._lock:
             transient = self._transient.pop(flow_id, None)
         if transient is None:

@@ -64,7 +64,7 @@ RESULTS = {
 
 
 def _flow():
-    flow = boot.get_flow(None)
+    flow = boot.get_flow()
     for node, _data in flow.iter_nodes():
         _stub(node)
     return flow

@@ -391,10 +391,6 @@ class JournalBackend(base.Backend):
 
     The write-ahead rule (module docstring) is applied to every atom alike.
 
-    :param deferred: ignored. It named the atoms whose states were written
-        late; no atom's RUNNING state is now. Accepted until
-        ``nova.orc.engine`` stops passing it.
-
     One instance serves all flows of a process; it keeps, per atom it
     wrote, the state and data last committed (so a save that changes
     nothing the journal keeps writes nothing), per flow what is deferred
@@ -402,7 +398,7 @@ class JournalBackend(base.Backend):
     its state is written as SUCCESS, REVERTED or FAILURE.
     """
 
-    def __init__(self, conf=None, deferred=()):
+    def __init__(self, conf=None):
         super().__init__(conf or {})
         # read once: the journal's hot path must not look options up
         self.url = CONF.orc.connection or ''
