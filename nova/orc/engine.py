@@ -602,7 +602,7 @@ class Orchestrator:
                             'released now: %s', flow_id, state, e)
             self.board.consume(run.claim)
             return
-        if not self.board.still_owned(run.claim):
+        if run.lost or not self.board.still_owned(run.claim):
             LOG.warning('Flow %s stopped in state %s after its claim was '
                         'lost; its new owner goes on', flow_id, state)
             return

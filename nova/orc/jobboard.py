@@ -58,13 +58,16 @@ class Claim:
     :ivar flow_id: str, the flow detail uuid the job runs
     :ivar token: int, the fencing token (increases with every claim)
     :ivar details: dict, the job details posted with it
+    :ivar session: the coordination session id the claim belongs to
+        (ZooKeeper), or None
     """
 
-    def __init__(self, job, flow_id, token, details):
+    def __init__(self, job, flow_id, token, details, session=None):
         self.job = job
         self.flow_id = flow_id
         self.token = token
         self.details = details
+        self.session = session
 
 
 class JobBoard:
@@ -411,12 +414,17 @@ class ZooKeeperJobBoard(JobBoard):
         except tf_exc.JobFailure as e:
             LOG.warning('Could not claim job %s: %s', job.uuid, e)
             return None
+        session = self.coordinator.session_id()
         token = self.coordinator.claim_token(job.lock_path)
         if token is None:
             return None
-        return Claim(job, job.details['flow_id'], token, dict(job.details))
+        return Claim(job, job.details['flow_id'], token, dict(job.details),
+                     session=session)
 
     def still_owned(self, claim):
+        if self.coordinator.session_id() != claim.session:
+            # the claim was an ephemeral node of a session that is gone
+            return False
         try:
             token = self.coordinator.claim_token(claim.job.lock_path)
         except Exception as e:

@@ -11,12 +11,15 @@ crash matrix, ``tools/aio.d/test_failover.sh``.)
 """
 
 import threading
+import time
 
 from oslo_utils import importutils
 
 from nova import exception
 from nova import objects
+from nova.orc.compute import manager as orc_compute
 from nova.orc.compute import rpcapi as orc_rpcapi
+from nova.orc import exception as orc_exc
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
 
@@ -209,3 +212,41 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
             self.assertEqual([], compute.driver.list_instance_uuids())
         self.assertEqual({}, self._allocations(server['id']))
         self.assertEqual([], self.orc.coordinator().list_locks())
+
+    def test_paused_conductor_wakes_up_fenced(self):
+        """The conductor that lost its job (paused past its session) wakes
+        up after another finished the boot: its spawn call is refused by
+        the compute (stale fencing token) and its journal writes by the
+        journal (FlowFenced); nothing it does lands."""
+        self._die_around(HOST_API + '.spawn', after=False)
+        refused = []
+        original_check = orc_compute.OrcComputeEndpoint._check_token
+
+        def check_token(endpoint, instance, job):
+            try:
+                return original_check(endpoint, instance, job)
+            except orc_exc.StaleFencingToken as e:
+                refused.append(e)
+                raise
+        self.stub_out('nova.orc.compute.manager.OrcComputeEndpoint.'
+                      '_check_token', check_token)
+        server = self._boot_and_check()
+        dead = [o for o in orc_fixtures.FlowTracker.orchestrators
+                if o.owner == self.died[0][0]][0]
+        flow, atoms = self._journal(server['id'])
+        before = {name: (a.state, a.results) for name, a in atoms.items()}
+
+        self.frozen.set()   # it wakes up and goes on with its spawn
+        deadline = time.monotonic() + 20
+        while dead._runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual({}, dead._runs)
+        self.assertEqual(1, len(refused), refused)
+        flow_after, atoms_after = self._journal(server['id'])
+        self.assertEqual('SUCCESS', flow_after['state'])
+        self.assertEqual(before, {name: (a.state, a.results)
+                                  for name, a in atoms_after.items()})
+        guests = [u for c in self.computes.values()
+                  for u in c.driver.list_instance_uuids()]
+        self.assertEqual([server['id']], guests)
+        self.assertEqual('ACTIVE', self.api.get_server(server['id'])['status'])
