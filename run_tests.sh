@@ -2,7 +2,8 @@
 # The test command (README): builds everything it needs on a fresh machine
 # and runs nova-orc's suites.
 #
-#   ./run_tests.sh [SUITE...]     SUITE: unit functional compat aio (default: all)
+#   ./run_tests.sh [SUITE...]     SUITE: unit functional compat aio failover
+#                                 (default: all)
 #
 # 1. a venv in $ORC_VENV (default .venv) with the pinned Nova
 #    (constraints.txt), test requirements and this project installed
@@ -16,7 +17,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 VENV=${ORC_VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
-SUITES=${*:-unit functional compat aio}
+SUITES=${*:-unit functional compat aio failover}
 LOGDIR=${ORC_TEST_LOGS:-$ROOT/.test-logs}
 T0=$(date +%s)
 step() { echo "[run_tests $(( $(date +%s) - T0 ))s] $*"; }
@@ -74,7 +75,8 @@ for suite in $SUITES; do
       run_suite compat-orc "$ROOT/tools/compat" nova.tests.functional.test_servers.ServersTest
       run_suite compat-stock "$ROOT/tools/compat" --stock nova.tests.functional.test_servers.ServersTest ;;
     aio) run_suite aio "$ROOT/tools/aio.d/test_aio.sh" ;;
-    *) echo "unknown suite $suite (unit functional compat aio)"; exit 2 ;;
+    failover) run_suite failover "$ROOT/tools/aio.d/test_failover.sh" ;;
+    *) echo "unknown suite $suite (unit functional compat aio failover)"; exit 2 ;;
   esac
 done
 

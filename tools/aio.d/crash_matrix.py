@@ -1,0 +1,345 @@
+"""Crash matrix: kill the conductor running a boot, at every step of it.
+
+Run by ``tools/aio.d/test_failover.sh`` against an all-in-one brought up
+with 3 conductors (``tools/aio.d/faulty_conductor.py``: a conductor kills
+itself with SIGKILL at the fault point named in ``$AIO_FAULT_FILE``), 2
+computes with a slow fake driver (``orc_fake``) and ZooKeeper sessions of
+2 s. For each case it boots one server with the API, lets a conductor die
+(or stops one with SIGSTOP, or restarts ZooKeeper), waits for the server's
+end state, judges the deployment with :mod:`check_leaks`, deletes the
+server, judges again, and brings dead conductors back (``tools/aio up``).
+
+Cases (``ATOM WHEN``): every task of the boot flow ``before`` (its start is
+journaled, nothing done) and ``after`` (done, result not journaled); spawn
+``during`` (killed 1 s into a 2 s spawn); the host steps' ``revert`` (spawn
+failing on every host, the conductor killed while undoing); plus
+``paused`` (SIGSTOP past the session timeout while the spawn runs, SIGCONT
+once another conductor finished) and ``zookeeper-restart`` (ZooKeeper
+stopped and started while the spawn runs).
+
+Prints ``PASS:``/``FAIL:`` per case, failover timings, and ``N passed, N
+failed``; exits 1 on a failure.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+import openstack
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import check_leaks  # noqa: E402
+
+TASKS = ['bury_on_failure', 'lock', 'schedule', 'create_record',
+         'claim_allocation', 'claim_host', 'networks', 'block_devices',
+         'spawn', 'finalize']
+REVERTS = ['spawn', 'claim_host', 'claim_allocation', 'create_record']
+
+
+def default_cases():
+    cases = []
+    for task in TASKS:
+        cases += ['%s before' % task, '%s after' % task]
+    cases.append('spawn during 1')
+    cases += ['%s revert' % task for task in REVERTS]
+    cases += ['paused', 'zookeeper-restart']
+    return cases
+
+
+class Matrix:
+
+    def __init__(self, args):
+        self.args = args
+        self.state = args.state
+        self.fault = os.path.join(self.state, 'fault')
+        self.fail_spawn = os.path.join(self.state, 'fail-spawn')
+        env = {}
+        with open(os.path.join(self.state, 'openrc')) as f:
+            for line in f:
+                if line.startswith('export '):
+                    for pair in line[len('export '):].split():
+                        if '=' in pair:
+                            k, v = pair.split('=', 1)
+                            env[k] = v
+        self.conn = openstack.connect(
+            auth_url=env['OS_AUTH_URL'], username=env['OS_USERNAME'],
+            password=env['OS_PASSWORD'], project_name=env['OS_PROJECT_NAME'],
+            user_domain_name='Default', project_domain_name='Default',
+            region_name='RegionOne', compute_api_version='2.latest')
+        self.image = self.conn.image.find_image('cirros-fake').id
+        self.flavor = self.conn.compute.find_flavor('m1.nano').id
+        self.passed = self.failed = 0
+
+    # ------------------------------------------------------------ helpers
+    def _log(self, msg):
+        print('[%s] %s' % (time.strftime('%H:%M:%S'), msg), flush=True)
+
+    def _check(self, ok, what):
+        return None if ok else what
+
+    def _server_end(self, server_id, timeout=180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            server = self.conn.compute.get_server(server_id)
+            if server.status in ('ACTIVE', 'ERROR'):
+                return server
+            time.sleep(0.5)
+        return self.conn.compute.get_server(server_id)
+
+    def _settled(self, timeout=60):
+        """check_leaks problems once the deployment settled (flows end just
+        after the server's state), or the last problems seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = check_leaks.problems(check_leaks.state(self.state))
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(1)
+
+    def _delete(self, server_id, timeout=120):
+        self.conn.compute.delete_server(server_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.conn.compute.find_server(server_id) is None:
+                return True
+            time.sleep(0.5)
+        return False
+
+    def _conductor_pids(self):
+        pids = {}
+        pid_dir = os.path.join(self.state, 'pids')
+        for name in os.listdir(pid_dir):
+            if name.startswith('nova-conductor') and name.endswith('.pid'):
+                with open(os.path.join(pid_dir, name)) as f:
+                    pid = int(f.read().strip() or 0)
+                try:
+                    os.kill(pid, 0)
+                except OSError:
+                    continue
+                pids[name[:-4]] = pid
+        return pids
+
+    def _revive(self):
+        """Bring dead conductors back (tools/aio up restarts only them)."""
+        if len(self._conductor_pids()) >= 3:
+            return
+        self._log('tools/aio up: restarting dead conductors')
+        subprocess.run([self.args.aio, 'up'], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def _flow_meta(self, server_id):
+        rows = check_leaks._rows(self._journal_url(), (
+            "SELECT data FROM orc_flow_details WHERE instance_uuid = '%s' "
+            "ORDER BY created_at DESC" % server_id))
+        return json.loads(rows[0][0])['meta'] if rows else {}
+
+    def _journal_url(self):
+        nova = check_leaks._conf(os.path.join(self.state, 'etc', 'nova',
+                                              'nova.conf'))
+        return (nova.get('orc', 'connection', fallback=None) or
+                nova.get('api_database', 'connection'))
+
+    def _wait_flow_state(self, server_id, atom, wanted, timeout=60):
+        """Wait until ``atom`` of the server's flow is ``wanted``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = check_leaks._rows(self._journal_url(), (
+                "SELECT a.state FROM orc_atom_details a JOIN orc_flow_details"
+                " f ON a.flow_uuid = f.uuid WHERE f.instance_uuid = '%s' AND "
+                "a.name = '%s'" % (server_id, atom)))
+            if rows and rows[0][0] == wanted:
+                return True
+            time.sleep(0.2)
+        return False
+
+    # -------------------------------------------------------------- cases
+    def run_case(self, case):
+        for path in (self.fault, self.fault + '.fired', self.fail_spawn):
+            if os.path.exists(path):
+                os.unlink(path)
+        words = case.split()
+        expect = 'ACTIVE'
+        if len(words) >= 2:
+            if words[1] == 'revert':
+                # every host fails the spawn: the flow reverts to ERROR and
+                # the conductor dies while undoing
+                with open(self.fail_spawn, 'w') as f:
+                    f.write('aio-compute1 aio-compute2\n')
+                expect = 'ERROR'
+            with open(self.fault, 'w') as f:
+                f.write(case + '\n')
+        t0 = time.monotonic()
+        server = self.conn.compute.create_server(
+            name='crash-%s' % case.replace(' ', '-'), image_id=self.image,
+            flavor_id=self.flavor, networks='none')
+        problems = []
+        if case == 'paused':
+            problems += self._pause_during_spawn(server.id)
+        elif case == 'zookeeper-restart':
+            problems += self._restart_zookeeper_during_spawn(server.id)
+        end = self._server_end(server.id)
+        took = time.monotonic() - t0
+        problems.append(self._check(end.status == expect, 'server %s, not %s '
+                                    '(fault: %s)' % (end.status, expect,
+                                                     end.fault)))
+        # the flow ends after the server's state (killed after finalize:
+        # the server is ACTIVE before another conductor resumes the flow)
+        problems += self._settled()
+        if len(words) >= 2:
+            fired = os.path.exists(self.fault + '.fired')
+            problems.append(self._check(fired, 'fault point never reached'))
+            meta = self._flow_meta(server.id)
+            problems.append(self._check(
+                meta.get('claims', 0) >= 2,
+                'flow claimed %s times: no conductor resumed it' %
+                meta.get('claims')))
+        if os.path.exists(self.fail_spawn):
+            os.unlink(self.fail_spawn)
+        problems.append(self._check(self._delete(server.id),
+                                    'server not deleted'))
+        problems += ['after delete: %s' % p for p in self._settled()]
+        problems = [p for p in problems if p]
+        if problems:
+            self.failed += 1
+            print('FAIL: %s (%.1fs): %s' % (case, took, '; '.join(problems)),
+                  flush=True)
+        else:
+            self.passed += 1
+            print('PASS: %s (%.1fs, %s)' % (case, took, end.status),
+                  flush=True)
+        self._revive()
+
+    def _running_conductor(self, server_id):
+        meta = self._flow_meta(server_id)
+        host = meta.get('conductor', '')
+        name = 'nova-conductor' + host.replace('aio-conductor', '')
+        return name, self._conductor_pids().get(name)
+
+    def _pause_during_spawn(self, server_id):
+        """SIGSTOP the conductor running the spawn past the session timeout;
+        SIGCONT it once another conductor claimed the job: it must do
+        nothing more (one guest, the journal intact, the boot finished by
+        the other)."""
+        if not self._wait_flow_state(server_id, 'spawn', 'RUNNING'):
+            return ['spawn never started']
+        name, pid = self._running_conductor(server_id)
+        if not pid:
+            return ['no live conductor runs the flow (%s)' % name]
+        # the whole process group: the service's launcher and its worker
+        os.killpg(pid, signal.SIGSTOP)
+        self._log('SIGSTOP %s (process group %d)' % (name, pid))
+        try:
+            deadline = time.monotonic() + 60
+            while (self._flow_meta(server_id).get('claims', 0) < 2 and
+                   time.monotonic() < deadline):
+                time.sleep(0.2)
+            time.sleep(1)
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+            self._log('SIGCONT %s' % name)
+        meta = self._flow_meta(server_id)
+        return [self._check(meta.get('claims', 0) >= 2,
+                            'nobody took over the paused conductor\'s job')]
+
+    def _restart_zookeeper_during_spawn(self, server_id):
+        if not self._wait_flow_state(server_id, 'spawn', 'RUNNING'):
+            return ['spawn never started']
+        env = dict(os.environ)
+        with open(os.path.join(self.state, 'aio.env')) as f:
+            if 'ZK_STARTED=1' in f.read().split():
+                # tools/aio started it (else: the one tools/zookeeper keeps
+                # in its default state folder)
+                env['ORC_ZK_STATE'] = os.path.join(self.state, 'zookeeper')
+        zk = os.path.join(os.path.dirname(self.args.aio), 'zookeeper')
+        subprocess.run([zk, 'stop'], env=env, check=False,
+                       stdout=subprocess.DEVNULL)
+        self._log('ZooKeeper stopped')
+        time.sleep(1)
+        subprocess.run([zk, 'start'], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        self._log('ZooKeeper started')
+        return []
+
+
+def _epoch(iso):
+    return datetime.datetime.fromisoformat(iso).replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def bench(matrix, kills, session_timeout):
+    """``tools/bench/failover``: kill the conductor as the spawn starts,
+    ``kills`` times; print kill-to-resumed and kill-to-ACTIVE."""
+    resumed, active = [], []
+    for i in range(kills):
+        for path in (matrix.fault, matrix.fault + '.fired'):
+            if os.path.exists(path):
+                os.unlink(path)
+        with open(matrix.fault, 'w') as f:
+            f.write('spawn before\n')
+        server = matrix.conn.compute.create_server(
+            name='failover-%d' % i, image_id=matrix.image,
+            flavor_id=matrix.flavor, networks='none')
+        end = matrix._server_end(server.id)
+        seen_active = time.time()
+        with open(matrix.fault + '.fired') as f:
+            killed = [float(line.split()[1]) for line in f
+                      if line.startswith('killed_at')][0]
+        meta = matrix._flow_meta(server.id)
+        if end.status != 'ACTIVE' or meta.get('claims') != 2:
+            raise RuntimeError('kill %d: server %s, claims %s' % (
+                i, end.status, meta.get('claims')))
+        resumed.append(_epoch(meta['claimed_at']) - killed)
+        launched = end.launched_at
+        active.append((_epoch(launched) if launched else seen_active) -
+                      killed)
+        matrix._delete(server.id)
+        matrix._revive()
+        print('kill %d: resumed after %.2fs, ACTIVE after %.2fs' % (
+            i + 1, resumed[-1], active[-1]), flush=True)
+    print('session timeout %.1fs, %d kills: kill->resumed median %.2fs max '
+          '%.2fs (overhead beyond the session timeout: median %.2fs); '
+          'kill->ACTIVE median %.2fs max %.2fs' % (
+              session_timeout, kills, statistics.median(resumed),
+              max(resumed), statistics.median(resumed) - session_timeout,
+              statistics.median(active), max(active)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='crash_matrix.py')
+    parser.add_argument('--state', required=True)
+    parser.add_argument('--aio', required=True, help='path of tools/aio')
+    parser.add_argument('--bench', type=int, metavar='KILLS',
+                        help='measure failover times instead')
+    parser.add_argument('--session-timeout', type=float, default=2.0)
+    parser.add_argument('cases', nargs='*', help='default: all')
+    args = parser.parse_args(argv)
+    matrix = Matrix(args)
+    if args.bench:
+        bench(matrix, args.bench, args.session_timeout)
+        return 0
+    cases = args.cases or default_cases()
+    print('crash matrix: %d cases' % len(cases), flush=True)
+    for case in cases:
+        matrix._log('case: %s' % case)
+        try:
+            matrix.run_case(case)
+        except Exception as e:
+            matrix.failed += 1
+            print('FAIL: %s: %s: %s' % (case, e.__class__.__name__, e),
+                  flush=True)
+            try:
+                matrix._revive()
+            except Exception:
+                pass
+    print('%d passed, %d failed' % (matrix.passed, matrix.failed))
+    return 1 if matrix.failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
