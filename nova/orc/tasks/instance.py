@@ -245,10 +245,11 @@ class CreateRecord(base.OrcTask):
             # quota recheck path already finished it): BuryInCell0OnFailure
             return
         if not isinstance(exc, NOT_RESCHEDULED):
+            # stock ComputeTaskManager.build_instances' words (the
+            # exception adds "Exceeded maximum number of retries.")
             exc = orc_exc.with_traceback(exception.MaxRetriesExceeded(reason=(
-                'Exceeded maximum number of retries. Exhausted all hosts '
-                'available for retrying build failures for instance %s.' %
-                instance_uuid)))
+                'Exhausted all hosts available for retrying build failures '
+                'for instance %s.' % instance_uuid)))
         with nova_context.target_cell(context, mapping.cell_mapping) as cctxt:
             try:
                 self.manager._set_vm_state_and_notify(

@@ -213,8 +213,11 @@ class OrcBootFailureTest(OrcBootTestBase):
             expected_state='ERROR')
         self.assertEqual(2, len(attempts))
         self.assertIsNone(server['OS-EXT-SRV-ATTR:host'])
-        self.assertIn('Exceeded maximum number of retries',
-                      server['fault']['message'])
+        # stock's message, word for word
+        self.assertEqual(
+            'Exceeded maximum number of retries. Exhausted all hosts '
+            'available for retrying build failures for instance %s.' %
+            server['id'], server['fault']['message'])
         for host in ('host1', 'host2'):
             self.assertEqual({'VCPU': 0, 'MEMORY_MB': 0, 'DISK_GB': 0},
                              self._usages(host))
