@@ -424,6 +424,9 @@ class Orchestrator:
         finally:
             with self._lock:
                 self._runs.pop(flow_id, None)
+                # secrets kept for a first run go with it, whatever
+                # happened (a later run unseals them from the journal)
+                self._transient.pop(flow_id, None)
             self.board.changed.set()
 
     # ---------------------------------------------------------- running
