@@ -15,6 +15,7 @@ import nova.conf
 from nova.orc import conf as orc_conf
 from nova.orc import engine
 from nova.orc.flows import boot
+from nova.orc.flows import boot_group
 from nova.orc.flows import names
 from nova.orc.tasks import locks
 
@@ -60,7 +61,8 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
         ``ComputeTaskManager.schedule_and_build_instances``. A request for
         several instances is scheduled once for all of them (as stock: all
         fit or none is built, and a scheduling failure buries them all in
-        cell0), then each instance gets its own flow with its host list.
+        cell0) by the journaled flow :mod:`nova.orc.flows.boot_group`, which
+        then posts one boot flow an instance with its host list.
 
         Returns once the flows are journaled and their jobs posted, as stock
         returns once it has cast the builds: the flows run on the job
@@ -72,23 +74,6 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
                 context, build_requests, request_specs, image,
                 admin_password, injected_files, requested_networks,
                 block_device_mapping, tags=tags)
-        preselected = [None] * len(request_specs)
-        if len(request_specs) > 1:
-            instance_uuids = [spec.instance_uuid for spec in request_specs]
-            try:
-                host_lists = self._schedule_instances(
-                    context, request_specs[0], instance_uuids,
-                    return_alternates=True)
-            except Exception as exc:
-                LOG.exception('Failed to schedule instances')
-                self._bury_in_cell0(
-                    context, request_specs[0], exc,
-                    build_requests=build_requests,
-                    block_device_mapping=block_device_mapping, tags=tags)
-                return
-            preselected = [[s.obj_to_primitive() for s in host_list]
-                           for host_list in host_lists]
-
         transient = {names.ADMIN_PASSWORD: admin_password,
                      names.INJECTED_FILES: injected_files}
         common = {
@@ -98,40 +83,45 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
             names.TAGS: _primitive(tags),
             names.NUM_INSTANCES: len(build_requests),
         }
-        for build_request, spec, hosts in zip(build_requests, request_specs,
-                                              preselected):
-            uuid = spec.instance_uuid
+        if len(request_specs) > 1:
+            # scheduled together, as stock (all fit or none is built), in
+            # a flow of its own that then posts one boot flow an instance
             store = dict(common, **{
-                names.INSTANCE_UUID: uuid,
-                names.REQUEST_SPEC: spec.obj_to_primitive(),
-                names.PRESELECTED_HOSTS: hosts,
-                names.LOCK_RESOURCES: locks.boot_lock_resources(
-                    uuid, requested_networks, block_device_mapping),
-            })
+                names.INSTANCE_UUIDS: [s.instance_uuid
+                                       for s in request_specs],
+                names.REQUEST_SPECS: [s.obj_to_primitive()
+                                      for s in request_specs],
+                names.DISPLAY_NAMES: [b.instance.display_name
+                                      for b in build_requests]})
             try:
-                self.orchestrator.post(
-                    context, boot, store, transient, uuid,
-                    display_name=build_request.instance.display_name)
+                self.orchestrator.post(context, boot_group, store, transient,
+                                       None)
             except Exception as exc:
-                # journal or coordination unavailable: nothing runs, so the
-                # request ends as stock's failures before a cell do
-                LOG.exception('Could not start the boot flow',
-                              instance_uuid=uuid)
-                self._fail_unposted_boot(context, exc, build_request, spec,
-                                         block_device_mapping, tags,
-                                         preselected=hosts is not None)
-
-    def _fail_unposted_boot(self, context, exc, build_request, request_spec,
-                            block_device_mapping, tags, preselected):
-        """Stock's end state for a boot whose flow could not be started:
-        buried in cell0 with a fault (``_bury_in_cell0``), and the
-        allocations made for it when the request was scheduled here."""
-        if preselected:
-            self.report_client.delete_allocation_for_instance(
-                context, request_spec.instance_uuid, force=True)
-        self._bury_in_cell0(
-            context, request_spec, exc, build_requests=[build_request],
-            block_device_mapping=block_device_mapping, tags=tags)
+                LOG.exception('Could not start the scheduling flow of a '
+                              'multi-create request')
+                self._bury_in_cell0(
+                    context, request_specs[0], exc,
+                    build_requests=build_requests,
+                    block_device_mapping=block_device_mapping, tags=tags)
+            return
+        build_request, spec = build_requests[0], request_specs[0]
+        uuid = spec.instance_uuid
+        store = boot.instance_store(
+            common, uuid, spec.obj_to_primitive(), None,
+            locks.boot_lock_resources(uuid, requested_networks,
+                                      block_device_mapping))
+        try:
+            self.orchestrator.post(
+                context, boot, store, transient, uuid,
+                display_name=build_request.instance.display_name)
+        except Exception as exc:
+            # journal or coordination unavailable: nothing runs, so the
+            # request ends as stock's failures before a cell do
+            LOG.exception('Could not start the boot flow',
+                          instance_uuid=uuid)
+            self._bury_in_cell0(
+                context, spec, exc, build_requests=[build_request],
+                block_device_mapping=block_device_mapping, tags=tags)
 
 
 class OrcConductorManager(conductor_manager.ConductorManager):

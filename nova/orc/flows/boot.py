@@ -43,6 +43,27 @@ SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
 SECRET_CONSUMERS = (names.SPAWN,)
 
 
+def instance_store(common, instance_uuid, request_spec, host_list,
+                   lock_resources):
+    """The persisted inputs of one instance's boot flow.
+
+    :param common: dict of the request's inputs (:data:`names.IMAGE`,
+        :data:`names.REQUESTED_NETWORKS`, :data:`names.BLOCK_DEVICE_MAPPING`,
+        :data:`names.TAGS`, :data:`names.NUM_INSTANCES`), primitives
+    :param request_spec: the instance's RequestSpec primitive
+    :param host_list: Selection primitives scheduled for it (a multi-create
+        request), or None (the flow schedules)
+    :param lock_resources: ``[[kind, id], ...]``
+    :returns: dict
+    """
+    return dict(common, **{
+        names.INSTANCE_UUID: instance_uuid,
+        names.REQUEST_SPEC: request_spec,
+        names.PRESELECTED_HOSTS: host_list,
+        names.LOCK_RESOURCES: lock_resources,
+    })
+
+
 def get_flow():
     """Build the boot flow (TaskFlow rebuilds it by this function's name,
     ``nova.orc.flows.boot.get_flow``, from a journaled flow detail).

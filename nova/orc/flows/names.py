@@ -19,6 +19,9 @@ TAGS = 'tags'                          # TagList primitive or None
 NUM_INSTANCES = 'num_instances'        # instances in the API request
 PRESELECTED_HOSTS = 'preselected_hosts'  # Selection primitives or None
 LOCK_RESOURCES = 'lock_resources'      # [[kind, id], ...]
+INSTANCE_UUIDS = 'instance_uuids'      # boot_group: the request's instances
+REQUEST_SPECS = 'request_specs'        # boot_group: RequestSpec primitives
+DISPLAY_NAMES = 'display_names'        # boot_group: server names
 
 # ------------------------------------------------------------- atom results
 HOST_LIST = 'host_list'                # schedule: Selection primitives
@@ -29,6 +32,7 @@ CLAIM = 'claim'                        # claim_host: {'host', 'node'}
 NETWORK_INFO = 'network_info'          # networks: network_info JSON
 BLOCK_DEVICES = 'block_devices'        # block_devices: attached volume ids
 SPAWNED = 'spawned'                    # spawn: {'host', 'node'}
+HOST_LISTS = 'host_lists'              # schedule_group: one list a member
 
 # --------------------------------------------------------------- atom names
 BURY_ON_FAILURE = 'bury_on_failure'
@@ -42,9 +46,13 @@ NETWORKS = 'networks'
 BLOCK_DEVICES_TASK = 'block_devices'
 SPAWN = 'spawn'
 FINALIZE = 'finalize'
+BURY_GROUP_ON_FAILURE = 'bury_group_on_failure'
+SCHEDULE_GROUP = 'schedule_group'
+POST_BOOTS = 'post_boots'
 
 # ----------------------------------------------------------------- flows
 BOOT = 'boot'
+BOOT_GROUP = 'boot_group'
 
 #: prefix of the instance-action events recorded for every task
 EVENT_PREFIX = 'orc_'

@@ -1,6 +1,7 @@
 """Tasks, grouped by the system they act on.
 
 * :mod:`.locks`: ZooKeeper (coordination) locks;
+* :mod:`.jobs`: the job board (a flow that posts other flows);
 * :mod:`.instance`: the instance record in the API and cell databases;
 * :mod:`.scheduler`: scheduler and placement (selection, allocations,
   reschedule retry);

@@ -97,6 +97,46 @@ class BuryInCell0OnFailure(base.OrcTask):
             tags=_tags(tags, context))
 
 
+class BuryGroupInCell0OnFailure(base.OrcTask):
+    """Nothing on execute; on revert, stock's end state for a multi-create
+    request whose scheduling failed.
+
+    Revert (the group's scheduling failed: ``NoValidHost``, a conductor
+    that cannot reach the scheduler): stock
+    ``ComputeTaskManager._bury_in_cell0`` for every instance of the request
+    whose build request still exists - created in cell0 in ERROR with a
+    fault and a failed ``create`` action, the build requests destroyed.
+    Instances whose build request the user deleted meanwhile lose their
+    orphan instance mapping (as :class:`BuryInCell0OnFailure`).
+    """
+
+    def execute(self):
+        pass
+
+    def revert(self, context, instance_uuids, request_specs,
+               block_device_mapping, tags, flow_failures=None, **kwargs):
+        exc = base.flow_failure(None, flow_failures)
+        build_requests = []
+        for instance_uuid in instance_uuids:
+            mapping = _instance_mapping(context, instance_uuid)
+            if mapping is None or mapping.cell_mapping is not None:
+                continue
+            try:
+                build_requests.append(objects.BuildRequest.get_by_instance_uuid(
+                    context, instance_uuid))
+            except exception.BuildRequestNotFound:
+                mapping.destroy()
+        if not build_requests:
+            return
+        LOG.info('Burying %d instances of a multi-create request in cell0 '
+                 'after %s', len(build_requests), exc.__class__.__name__)
+        self.manager._bury_in_cell0(
+            context, _request_spec(request_specs[0], context), exc,
+            build_requests=build_requests,
+            block_device_mapping=_bdms(block_device_mapping, context),
+            tags=_tags(tags, context))
+
+
 class CreateRecord(base.OrcTask):
     """Create the instance in the chosen host's cell, as stock does.
 

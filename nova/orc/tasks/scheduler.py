@@ -60,6 +60,47 @@ class Schedule(base.OrcTask):
             context, instance_uuid, force=True)
 
 
+class ScheduleGroup(base.OrcTask):
+    """Schedule every instance of a multi-create request at once.
+
+    Changes: stock ``ComputeTaskManager._schedule_instances`` for all the
+    instances (all fit or none: placement allocations for each, host and
+    alternates each).
+
+    Returns one list of Selection primitives per instance
+    (:data:`names.HOST_LISTS`), in the order of ``instance_uuids``.
+
+    Idempotent: in a resumed job, allocations an earlier run made (its
+    result was lost with its conductor) are deleted before scheduling again.
+
+    Revert: delete every instance's allocations (``force``); nothing when
+    scheduling itself failed.
+    """
+
+    def execute(self, context, instance_uuids, request_specs):
+        client = self.manager.report_client
+        if self.run.resumed:
+            for instance_uuid in instance_uuids:
+                if client.get_allocs_for_consumer(
+                        context, instance_uuid).get('allocations'):
+                    LOG.info('Resumed flow: deleting the allocations of an '
+                             'earlier scheduling', instance_uuid=instance_uuid)
+                    client.delete_allocation_for_instance(
+                        context, instance_uuid, force=True)
+        spec = base.hydrate(objects.RequestSpec, request_specs[0], context)
+        host_lists = self.manager._schedule_instances(
+            context, spec, instance_uuids, return_alternates=True)
+        return [[s.obj_to_primitive() for s in host_list]
+                for host_list in host_lists]
+
+    def revert(self, context, instance_uuids, result=None, **kwargs):
+        if isinstance(result, tf_failure.Failure):
+            return
+        for instance_uuid in instance_uuids:
+            self.manager.report_client.delete_allocation_for_instance(
+                context, instance_uuid, force=True)
+
+
 class HostRetry(retry.ParameterizedForEach):
     """Try the selected host, then each alternate (stock reschedule).
 

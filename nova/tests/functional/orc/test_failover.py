@@ -20,6 +20,7 @@ from nova import objects
 from nova.orc.compute import manager as orc_compute
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
+from nova.orc.persistence import backend as journal
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
 
@@ -67,15 +68,18 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         test = self
 
         def die():
+            test._die(running()[0], name)
+
+        def running():
             # one boot at a time: the orchestrator running a job is ours
-            running = [o for o in test._orchestrators() if o._runs]
-            test._die(running[0], name)
+            return [o for o in test._orchestrators() if o._runs]
 
         def hook(*args, **kwargs):
-            if not test.died and not after:
+            # calls made outside a run (an RPC handler posting) do not die
+            if not test.died and not after and running():
                 die()
             result = original(*args, **kwargs)
-            if not test.died and after:
+            if not test.died and after and running():
                 die()
             return result
         self.stub_out(path, hook)
@@ -250,3 +254,72 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
                   for u in c.driver.list_instance_uuids()]
         self.assertEqual([server['id']], guests)
         self.assertEqual('ACTIVE', self.api.get_server(server['id'])['status'])
+
+    # ------------------------------------------------ multi-create requests
+    def _boot_group(self, count=2):
+        server = self._build_server(networks='none')
+        server['min_count'] = count
+        server['return_reservation_id'] = True
+        reservation = self.api.post_server(
+            {'server': server})['reservation_id']
+        return self.api.get_servers(
+            detail=True, search_opts={'reservation_id': reservation})
+
+    def _group_flow(self):
+        conn = journal.JournalBackend().get_connection()
+        deadline = time.monotonic() + 30
+        while True:
+            flows = [f for f in conn.list_flows() if f['name'] == 'boot_group']
+            if flows and flows[0]['state'] in ('SUCCESS', 'REVERTED'):
+                return flows[0]
+            if time.monotonic() > deadline:
+                self.fail('boot_group flow did not end: %s' % flows)
+            time.sleep(0.1)
+
+    def _check_group_active(self, servers):
+        for server in servers:
+            server = self._wait_for_state_change(server, 'ACTIVE')
+            flow, _atoms = self._journal(server['id'])
+            self.assertEqual('SUCCESS', flow['state'])
+        self.assertEqual(1, len(self.died), self.died)
+        group = self._group_flow()
+        self.assertEqual('SUCCESS', group['state'])
+        self.assertEqual(2, group['meta']['claims'])
+        # one allocation and one guest per server, nothing else
+        usage = sum(self._usages(h)['VCPU'] for h in ('host1', 'host2'))
+        self.assertEqual(len(servers), usage)
+        guests = sorted(u for c in self.computes.values()
+                        for u in c.driver.list_instance_uuids())
+        self.assertEqual(sorted(s['id'] for s in servers), guests)
+        self.assertEqual([], self.orc.coordinator().list_locks())
+
+    def test_multi_create_die_after_scheduling_the_group(self):
+        self._die_around(MANAGER + '._schedule_instances', after=True)
+        self._check_group_active(self._boot_group())
+
+    def test_multi_create_die_after_posting_the_first_boot(self):
+        self._die_around('nova.orc.engine.Orchestrator.post', after=True)
+        servers = self._boot_group()
+        self._check_group_active(servers)
+        # each instance got exactly one boot flow
+        conn = journal.JournalBackend().get_connection()
+        for server in servers:
+            self.assertEqual(1, len(conn.list_flows(
+                instance_uuid=server['id'])))
+
+    def test_multi_create_scheduling_failure_buries_all_in_cell0(self):
+        self.stub_out(
+            'nova.scheduler.client.query.SchedulerQueryClient.'
+            'select_destinations',
+            lambda *a, **k: (_ for _ in ()).throw(
+                exception.NoValidHost(reason='test')))
+        servers = self._boot_group()
+        for server in servers:
+            server = self._wait_for_state_change(server, 'ERROR')
+            self.assertIn('No valid host', server['fault']['message'])
+            mapping = objects.InstanceMapping.get_by_instance_uuid(
+                self.ctxt, server['id'])
+            self.assertEqual(objects.CellMapping.CELL0_UUID,
+                             mapping.cell_mapping.uuid)
+            self.assertEqual({}, self._allocations(server['id']))
+        self.assertEqual('REVERTED', self._group_flow()['state'])

@@ -1,0 +1,84 @@
+"""Tasks acting on the job board: flows that start other flows."""
+
+import contextlib
+
+from oslo_log import log as logging
+
+from nova import exception
+from nova import objects
+from nova.orc.flows import boot
+from nova.orc.flows import names
+from nova.orc.tasks import base
+from nova.orc.tasks import locks
+from nova.orc.tasks import network
+
+LOG = logging.getLogger(__name__)
+
+
+class PostBootFlows(base.OrcTask):
+    """Journal and post one boot flow per instance of a multi-create request,
+    with the host and alternates the group's scheduling chose for it
+    (:mod:`nova.orc.flows.boot`, ``preselected_hosts``).
+
+    Changes: a boot flow and its job for each instance that has none yet
+    (a resumed job posts only the missing ones: the journal is probed by
+    instance). An instance whose flow cannot be posted (journal or
+    coordination down) gets stock's failure end state on its own: its
+    allocation deleted and its build request buried in cell0; the others
+    go on, so this task never fails.
+
+    Revert: none (it does not fail; once posted, each boot flow owns its
+    instance).
+    """
+
+    def execute(self, context, instance_uuids, request_specs, host_lists,
+                display_names, image, requested_networks,
+                block_device_mapping, tags, num_instances, admin_password,
+                injected_files):
+        common = {names.IMAGE: image,
+                  names.REQUESTED_NETWORKS: requested_networks,
+                  names.BLOCK_DEVICE_MAPPING: block_device_mapping,
+                  names.TAGS: tags, names.NUM_INSTANCES: num_instances}
+        transient = {names.ADMIN_PASSWORD: admin_password,
+                     names.INJECTED_FILES: injected_files}
+        networks = network.requested_networks_obj(requested_networks, context)
+        bdms = base.hydrate(objects.BlockDeviceMappingList,
+                            block_device_mapping, context)
+        with contextlib.closing(self.orc.backend.get_connection()) as conn:
+            posted = {uuid for uuid in instance_uuids
+                      if conn.list_flows(instance_uuid=uuid, limit=1)}
+        for uuid, spec, hosts, name in zip(instance_uuids, request_specs,
+                                           host_lists, display_names):
+            if uuid in posted:
+                LOG.info('Resumed flow: boot flow already posted',
+                         instance_uuid=uuid)
+                continue
+            store = boot.instance_store(
+                common, uuid, spec, hosts,
+                locks.boot_lock_resources(uuid, networks, bdms))
+            try:
+                self.orc.post(context, boot, store, transient, uuid,
+                              display_name=name)
+            except Exception as exc:
+                LOG.exception('Could not start the boot flow',
+                              instance_uuid=uuid)
+                self._fail(context, uuid, spec, exc, block_device_mapping,
+                           tags)
+
+    def _fail(self, context, instance_uuid, spec, exc, block_device_mapping,
+              tags):
+        """Stock's end state for one instance whose flow could not start."""
+        self.manager.report_client.delete_allocation_for_instance(
+            context, instance_uuid, force=True)
+        try:
+            build_request = objects.BuildRequest.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.BuildRequestNotFound:
+            return
+        self.manager._bury_in_cell0(
+            context, base.hydrate(objects.RequestSpec, spec, context), exc,
+            build_requests=[build_request],
+            block_device_mapping=base.hydrate(
+                objects.BlockDeviceMappingList, block_device_mapping,
+                context) or objects.BlockDeviceMappingList(objects=[]),
+            tags=base.hydrate(objects.TagList, tags, context))
