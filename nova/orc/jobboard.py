@@ -290,6 +290,9 @@ class ZooKeeperJobBoard(JobBoard):
         #: one node per job an operator asked to abort (data: the reason)
         self.aborts_path = coordinator.base + '/aborts'
         self._aborts = set()
+        #: claim owner names of the live conductors, from a children watch
+        #: (None until the watch fired: ask ZooKeeper)
+        self._alive = None
         self._board = None
         self._watch = None
         self._unclaimed = set()
@@ -353,6 +356,7 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _on_conductors(self, children):
         """A conductor came or went: jobs it posted may be ours to run."""
+        self._alive = frozenset(children)
         self.changed.set()
         return self._board is not None
 
@@ -399,6 +403,11 @@ class ZooKeeperJobBoard(JobBoard):
         return job.details.get('flow_id'), job.details.get('posted_by')
 
     def is_alive(self, owner):
+        alive = self._alive
+        if alive is not None:
+            # what the watch last saw; a conductor that just went is seen
+            # gone at the watch's next event, which wakes the claim loop
+            return owner in alive
         try:
             return self.coordinator.client.exists(
                 '%s/%s' % (self.conductors_path, owner)) is not None
