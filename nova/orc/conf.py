@@ -103,6 +103,14 @@ orc_opts = [
              'independent tasks inside them share a pool of the same size. '
              'More jobs wait on the job board for a free worker here or '
              'another conductor.'),
+    cfg.FloatOpt(
+        'handoff_timeout',
+        default=60.0,
+        min=0.0,
+        help='Seconds the RPC handler of a create request waits for its '
+             'flow to create the instance records (where stock\'s conductor '
+             'returns) before returning anyway; the rest of the flow (host '
+             'steps, spawn) never holds the RPC thread.'),
     cfg.IntOpt(
         'max_resumes',
         default=3,

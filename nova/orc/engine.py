@@ -196,6 +196,9 @@ class Orchestrator:
         self._transient = {}
         #: runs in progress here, by flow id
         self._runs = {}
+        #: flow id -> Event set once a flow posted here passed its
+        #: module's HANDOFF_AFTER atom (or its run ended)
+        self._handoffs = {}
         #: flow id -> monotonic time before which a failed job is not
         #: claimed again by this conductor
         self._backoff = {}
@@ -344,6 +347,7 @@ class Orchestrator:
         with self._lock:
             self._transient[flow_id] = dict(transient,
                                             **{names.CONTEXT: context})
+            self._handoffs[flow_id] = threading.Event()
         try:
             self.board.post(flow_id, book, {
                 'operation': module.NAME, 'instance_uuid': instance_uuid,
@@ -351,9 +355,37 @@ class Orchestrator:
         except Exception:
             with self._lock:
                 self._transient.pop(flow_id, None)
+                self._handoffs.pop(flow_id, None)
             self._end_unposted(flow_detail)
             raise
         return flow_id
+
+    def wait_for_handoff(self, flow_id, timeout):
+        """Wait until flow ``flow_id`` (posted here) passed the atom after
+        which stock's conductor would have returned (the module's
+        ``HANDOFF_AFTER``: for a boot, the instance record created), or its
+        run ended, or ``timeout`` seconds. An RPC handler returns then, as
+        stock's ``schedule_and_build_instances`` returns once the records
+        exist and the build is cast; the long steps (spawn) run on without
+        it.
+
+        :returns: True when the flow got there in time
+        """
+        with self._lock:
+            event = self._handoffs.get(flow_id)
+        if event is None:
+            return True
+        try:
+            return event.wait(timeout)
+        finally:
+            with self._lock:
+                self._handoffs.pop(flow_id, None)
+
+    def _handed_off(self, flow_id):
+        with self._lock:
+            event = self._handoffs.get(flow_id)
+        if event is not None:
+            event.set()
 
     def _end_unposted(self, flow_detail):
         """A flow journaled but never posted ends REVERTED (it did
@@ -427,6 +459,7 @@ class Orchestrator:
                 # secrets kept for a first run go with it, whatever
                 # happened (a later run unseals them from the journal)
                 self._transient.pop(flow_id, None)
+            self._handed_off(flow_id)
             self.board.changed.set()
 
     # ---------------------------------------------------------- running
@@ -486,6 +519,12 @@ class Orchestrator:
                               transient=True)
         if failed_revert:
             self._retry_reverts(engine, flow_detail)
+        handoff = getattr(module, 'HANDOFF_AFTER', None)
+        if handoff:
+            engine.atom_notifier.register(
+                states.SUCCESS,
+                lambda state, details: details.get('task_name') == handoff
+                and self._handed_off(flow_id))
         run.engine = engine
         if run.lost or self._stopping.is_set():
             run.suspend('claimed while stopping')

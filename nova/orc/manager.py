@@ -64,9 +64,11 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
         cell0) by the journaled flow :mod:`nova.orc.flows.boot_group`, which
         then posts one boot flow an instance with its host list.
 
-        Returns once the flows are journaled and their jobs posted, as stock
-        returns once it has cast the builds: the flows run on the job
-        executors of the conductors (:class:`nova.orc.engine.Orchestrator`).
+        Returns once the instance records exist (the flow passed
+        ``create_record``, or ``[orc] handoff_timeout`` seconds), as stock
+        returns once it created them and cast the builds: the rest of each
+        flow (host steps, spawn) runs on the job executor of the conductor
+        (:class:`nova.orc.engine.Orchestrator`), not on the RPC thread.
         """
         if not CONF.orc.enabled or self._needs_stock_path(
                 request_specs, requested_networks):
@@ -94,8 +96,8 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
                 names.DISPLAY_NAMES: [b.instance.display_name
                                       for b in build_requests]})
             try:
-                self.orchestrator.post(context, boot_group, store, transient,
-                                       None)
+                flow_id = self.orchestrator.post(context, boot_group, store,
+                                                 transient, None)
             except Exception as exc:
                 LOG.exception('Could not start the scheduling flow of a '
                               'multi-create request')
@@ -103,6 +105,9 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
                     context, request_specs[0], exc,
                     build_requests=build_requests,
                     block_device_mapping=block_device_mapping, tags=tags)
+                return
+            self.orchestrator.wait_for_handoff(flow_id,
+                                               CONF.orc.handoff_timeout)
             return
         build_request, spec = build_requests[0], request_specs[0]
         uuid = spec.instance_uuid
@@ -111,7 +116,7 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
             locks.boot_lock_resources(uuid, requested_networks,
                                       block_device_mapping))
         try:
-            self.orchestrator.post(
+            flow_id = self.orchestrator.post(
                 context, boot, store, transient, uuid,
                 display_name=build_request.instance.display_name)
         except Exception as exc:
@@ -122,6 +127,8 @@ class OrcComputeTaskManager(conductor_manager.ComputeTaskManager):
             self._bury_in_cell0(
                 context, spec, exc, build_requests=[build_request],
                 block_device_mapping=block_device_mapping, tags=tags)
+            return
+        self.orchestrator.wait_for_handoff(flow_id, CONF.orc.handoff_timeout)
 
 
 class OrcConductorManager(conductor_manager.ConductorManager):

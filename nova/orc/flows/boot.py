@@ -36,6 +36,10 @@ VERSION = 1
 #: journaled versions this factory can resume (same atom names and store
 #: keys); a flow of another version is reverted, not misread
 RESUMABLE_VERSIONS = (1,)
+#: the RPC handler that posted the flow returns once this atom succeeded
+#: (stock's schedule_and_build_instances returns once the instance record
+#: exists and the build is cast)
+HANDOFF_AFTER = names.CREATE_RECORD
 #: transient inputs (never journaled)
 SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
 #: atoms that use :data:`SECRETS`: a flow resumed without them reverts

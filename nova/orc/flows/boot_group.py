@@ -23,6 +23,9 @@ from nova.orc.tasks import scheduler
 NAME = names.BOOT_GROUP
 VERSION = 1
 RESUMABLE_VERSIONS = (1,)
+#: the handler returns once the boot flows were posted (each of which
+#: post_boots waits for until its record exists, as stock's handler)
+HANDOFF_AFTER = names.POST_BOOTS
 SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
 #: the boot flows it posts get the secrets
 SECRET_CONSUMERS = (names.POST_BOOTS,)

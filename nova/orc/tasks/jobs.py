@@ -4,6 +4,8 @@ import contextlib
 
 from oslo_log import log as logging
 
+import nova.conf
+
 from nova import exception
 from nova import objects
 from nova.orc.flows import boot
@@ -12,6 +14,7 @@ from nova.orc.tasks import base
 from nova.orc.tasks import locks
 from nova.orc.tasks import network
 
+CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
 
 
@@ -47,6 +50,7 @@ class PostBootFlows(base.OrcTask):
         with contextlib.closing(self.orc.backend.get_connection()) as conn:
             posted = {uuid for uuid in instance_uuids
                       if conn.list_flows(instance_uuid=uuid, limit=1)}
+        flow_ids = []
         for uuid, spec, hosts, name in zip(instance_uuids, request_specs,
                                            host_lists, display_names):
             if uuid in posted:
@@ -57,13 +61,17 @@ class PostBootFlows(base.OrcTask):
                 common, uuid, spec, hosts,
                 locks.boot_lock_resources(uuid, networks, bdms))
             try:
-                self.orc.post(context, boot, store, transient, uuid,
-                              display_name=name)
+                flow_ids.append(self.orc.post(context, boot, store,
+                                              transient, uuid,
+                                              display_name=name))
             except Exception as exc:
                 LOG.exception('Could not start the boot flow',
                               instance_uuid=uuid)
                 self._fail(context, uuid, spec, exc, block_device_mapping,
                            tags)
+        # as stock's handler: done once the instance records exist
+        for flow_id in flow_ids:
+            self.orc.wait_for_handoff(flow_id, CONF.orc.handoff_timeout)
 
     def _fail(self, context, instance_uuid, spec, exc, block_device_mapping,
               tags):
