@@ -3,7 +3,7 @@
 # and runs nova-orc's suites.
 #
 #   ./run_tests.sh [SUITE...]     SUITE: unit functional compat aio failover
-#                                 (default: all)
+#                                 race (default: all)
 #
 # 1. a venv in $ORC_VENV (default .venv) with the pinned Nova
 #    (constraints.txt), test requirements and this project installed
@@ -17,7 +17,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")" && pwd)
 VENV=${ORC_VENV:-$ROOT/.venv}
 PYTHON=${PYTHON:-python3}
-SUITES=${*:-unit functional compat aio failover}
+SUITES=${*:-unit functional compat aio failover race}
 LOGDIR=${ORC_TEST_LOGS:-$ROOT/.test-logs}
 T0=$(date +%s)
 step() { echo "[run_tests $(( $(date +%s) - T0 ))s] $*"; }
@@ -76,7 +76,8 @@ for suite in $SUITES; do
       run_suite compat-stock "$ROOT/tools/compat" --stock nova.tests.functional.test_servers.ServersTest ;;
     aio) run_suite aio "$ROOT/tools/aio.d/test_aio.sh" ;;
     failover) run_suite failover "$ROOT/tools/aio.d/test_failover.sh" ;;
-    *) echo "unknown suite $suite (unit functional compat aio failover)"; exit 2 ;;
+    race) run_suite race "$ROOT/tools/aio.d/test_delete_race.sh" ;;
+    *) echo "unknown suite $suite (unit functional compat aio failover race)"; exit 2 ;;
   esac
 done
 
