@@ -48,6 +48,7 @@ import taskflow.engines
 from taskflow.listeners import logging as tf_logging
 from taskflow.persistence import models
 from taskflow import states
+from taskflow.types import failure as tf_failure
 
 from nova import context as nova_context
 import nova.conf
@@ -61,6 +62,7 @@ from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
 from nova.orc.persistence import secrets
 from nova.orc.tasks import base as task_base
+from nova.orc.tasks import instance as instance_tasks
 from nova import utils
 
 CONF = nova.conf.CONF
@@ -130,6 +132,23 @@ def provided(flow, flow_detail, key):
         elif key in node.provides and node.name in finished:
             return finished[node.name]
     return None
+
+
+class FlowLoggingListener(tf_logging.DynamicLoggingListener):
+    """TaskFlow's logging listener, except for a server deleted during its
+    build: the task that found it out is logged at info without a
+    traceback, as stock's build logs it (``InstanceNotFound``,
+    ``UnexpectedDeletingTaskStateError``, ``BuildRequestGone``)."""
+
+    def _task_receiver(self, state, details):
+        result = details.get('result')
+        if (isinstance(result, tf_failure.Failure) and
+                result.check(*instance_tasks.DELETED_DURING_BUILD)):
+            LOG.info("Task '%s' stopped: the server was deleted during its "
+                     "build (%s)", details['task_name'],
+                     result.exception_str)
+            return
+        super()._task_receiver(state, details)
 
 
 class JobRun:
@@ -532,7 +551,7 @@ class Orchestrator:
             engine, context, meta['instance_uuid'], CONF.host,
             cell_uuid=provided(flow, flow_detail, names.CELL_UUID))
         try:
-            with listener, tf_logging.DynamicLoggingListener(engine, log=LOG):
+            with listener, FlowLoggingListener(engine, log=LOG):
                 engine.run()
         except Exception as e:
             LOG.info('Flow %s (%s of instance %s) reverted: %s', flow_id,

@@ -23,6 +23,12 @@ from nova.orc.tasks import base
 
 LOG = logging.getLogger(__name__)
 
+#: how a build learns that its server was deleted meanwhile: stock's build
+#: ends quietly on them (logged at info, no fault on the deleted record)
+DELETED_DURING_BUILD = (exception.InstanceNotFound,
+                        exception.UnexpectedDeletingTaskStateError,
+                        orc_exc.BuildRequestGone)
+
 #: failures after which stock reports MaxRetriesExceeded (a reschedulable
 #: failure on the last alternate) rather than the failure itself
 NOT_RESCHEDULED = (exception.BuildAbortException,
@@ -279,6 +285,11 @@ class CreateRecord(base.OrcTask):
             # cleanup already put it in ERROR) or the build request is gone
             return
         exc = base.flow_failure(result, flow_failures)
+        if isinstance(exc, DELETED_DURING_BUILD):
+            # the server's delete owns its end: no ERROR, no fault
+            LOG.info('Build stopped: the server was deleted during it',
+                     instance_uuid=instance_uuid)
+            return
         mapping = _instance_mapping(context, instance_uuid)
         if mapping is None or mapping.cell_mapping is None:
             # not created in a cell (or created and never mapped: the

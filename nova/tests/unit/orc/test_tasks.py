@@ -306,6 +306,24 @@ class CreateRecordTest(TaskTestBase):
             self.manager._set_vm_state_and_notify.call_args[0][4]))
 
     @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_after_the_server_was_deleted_writes_nothing(
+            self, get_mapping):
+        """Stock's build ends quietly on a server deleted meanwhile: no
+        ERROR state, no fault on the record being deleted."""
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=objects.CellMapping(uuid=uuids.cell1))
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
+        for exc in (exception.InstanceNotFound(instance_id=uuids.instance),
+                    exception.UnexpectedDeletingTaskStateError(
+                        instance_uuid=uuids.instance, expected={},
+                        actual={})):
+            task.revert(self.ctxt, uuids.instance,
+                        self.spec.obj_to_primitive(), None, None,
+                        result=uuids.cell1,
+                        flow_failures={'spawn': _failure(exc)})
+        self.manager._set_vm_state_and_notify.assert_not_called()
+
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
     def test_revert_of_own_failure_is_left_to_bury(self, get_mapping):
         task = self.bound(instance_tasks.CreateRecord(name='create_record'))
         task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
