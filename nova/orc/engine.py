@@ -319,6 +319,12 @@ class Orchestrator:
                 run.lost = True
                 run.suspend('coordination session lost: the job may be '
                             'claimed by another conductor')
+            # handlers waiting for a run here to hand off stop waiting: the
+            # flow goes on elsewhere
+            with self._lock:
+                handoffs = list(self._handoffs.values())
+            for event in handoffs:
+                event.set()
         elif state == 'connected':
             self.board.changed.set()
 
