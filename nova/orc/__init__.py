@@ -1,5 +1,5 @@
 """nova-orc: Nova compute operations as persisted, locked TaskFlow flows.
 
-See DESIGN.md. Entry points: :mod:`nova.orc.manager` (conductor),
+See doc/source/architecture.rst. Entry points: :mod:`nova.orc.manager` (conductor),
 :mod:`nova.orc.compute.manager` (compute), :mod:`nova.orc.cmd` (binaries).
 """

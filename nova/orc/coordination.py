@@ -1,6 +1,6 @@
 """Locks on instances and resources: ZooKeeper through kazoo, or in-process.
 
-DESIGN section 4. A *lock* belongs to a job (one flow run, identified by its
+Architecture (doc/source/architecture.rst) section 4. A *lock* belongs to a job (one flow run, identified by its
 flow detail uuid, the ``owner``): it is a persistent node
 ``<base>/locks/<kind>/<id>`` holding the owner, so that it survives the death
 of the conductor that took it and another conductor can resume the job.

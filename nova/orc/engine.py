@@ -8,7 +8,7 @@ coordination backend (locks, session), the job board, the journal backend
 runs jobs (``[orc] max_workers`` at once), one the parallel steps inside
 them.
 
-How an operation runs (DESIGN section 4):
+How an operation runs (doc/source/architecture.rst, section 4):
 
 1. :meth:`Orchestrator.post` (called from an RPC handler, which returns at
    once as stock's conductor does after its cast) writes the flow detail to

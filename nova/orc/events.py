@@ -1,4 +1,6 @@
-"""Instance-action events for every task of a flow (DESIGN section 3).
+"""Instance-action events for every task of a flow.
+
+See doc/source/architecture.rst, section 3.
 
 :class:`InstanceActionListener` is a TaskFlow listener: each task start,
 success, failure, revert and failed revert becomes an event of the request's

@@ -32,7 +32,7 @@ class StaleFencingToken(exception.NovaException):
     """A host-side step was called with an out-dated claim token.
 
     Raised by the compute orc endpoint when a conductor that lost its job
-    claim keeps acting (DESIGN section 4, fencing).
+    claim keeps acting (architecture section 4, fencing).
     """
     msg_fmt = _('Instance %(instance_uuid)s: fencing token %(token)s is older '
                 'than %(latest)s; the caller no longer owns this job')

@@ -1,6 +1,6 @@
 """Job boards: one job per flow run, claimed by one conductor at a time.
 
-DESIGN section 4. A *job* names a journaled flow (its flow detail uuid); a
+Architecture (doc/source/architecture.rst) section 4. A *job* names a journaled flow (its flow detail uuid); a
 conductor *claims* it before running the flow and *consumes* it when the
 flow has ended (SUCCESS or REVERTED). The claim is tied to the claiming
 conductor's coordination session: when that conductor dies its claim
@@ -305,7 +305,7 @@ class ZooKeeperJobBoard(JobBoard):
         board = impl_zookeeper.ZookeeperJobBoard(
             'nova-orc', {'path': self.path,
                          # kazoo's server version check needs the 'envi'
-                         # four-letter command (PITFALLS)
+                         # four-letter command, off on ZooKeeper 3.5+
                          'check_compatible': False},
             client=client, emit_notifications=False)
         try:

@@ -7,7 +7,7 @@ API, so the stock ML2 'openvswitch' mechanism driver binds ports on that host
 RPC calls a real L2 agent makes (get_devices_details_list_and_failed_devices
 + update_device_list): neutron then sends nova network-vif-plugged and the
 build goes on.  Port discovery is a read-only query on neutron's database.
-Adapted from shared/reference/aio/fake_l2_agent.py.
+A small stand-in for an L2 agent, written for this all-in-one.
 
 Usage: AGENT_HOSTS=h1,h2 python fake_l2_agent.py --config-file neutron.conf
 """

@@ -1,6 +1,7 @@
 """The boot flow (``run_instance``): one instance of a create-server request.
 
-DESIGN section 2, as a TaskFlow graph::
+The architecture (doc/source/architecture.rst) section 2, as a TaskFlow
+graph::
 
     bury_on_failure -> lock -> schedule -> create_record
       -> host (retry over the host list, [scheduler] max_attempts):

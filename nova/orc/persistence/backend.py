@@ -3,7 +3,7 @@
 Why not TaskFlow's own SQL backend: measured here at ~224 ms (sqlite) to
 ~342 ms (PostgreSQL) of CPU per 5-task flow, because every save opens a
 connection, rebuilds MetaData and Table objects and reads the row back before
-writing it (PITFALLS). This backend implements the same plug-in API
+writing it (measured on this project's machines). This backend implements the same plug-in API
 (:class:`taskflow.persistence.base.Backend` / ``Connection``) with:
 
 * Nova's engine facade: ``[orc] connection`` unset means the Nova API

@@ -3,7 +3,7 @@
 stacks of every thread and green thread, and goes on with the next test.
 
 Runs the real tool in a subprocess on a sample test module that blocks
-forever, as the upstream test in PITFALLS "Long runs" does (a
+forever, as upstream's test_bug_2088066 does (a
 ``threading.Event`` waited on with no timeout). ``ORC_TOOLS`` (set by
 ``run_tests.sh``) locates the tool.
 """
