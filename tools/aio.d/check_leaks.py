@@ -42,6 +42,26 @@ def _rows(url, query):
         engine.dispose()
 
 
+def admin_connection(state_dir, **kwargs):
+    """An openstacksdk connection as the deployment's admin, from the
+    ``openrc`` tools/aio wrote in ``state_dir``; ``kwargs`` go to
+    ``openstack.connect`` (e.g. ``compute_api_version``)."""
+    import openstack
+    env = {}
+    with open(os.path.join(state_dir, 'openrc')) as f:
+        for line in f:
+            if line.startswith('export '):
+                for pair in line[len('export '):].split():
+                    if '=' in pair:
+                        k, v = pair.split('=', 1)
+                        env[k] = v
+    return openstack.connect(
+        auth_url=env['OS_AUTH_URL'], username=env['OS_USERNAME'],
+        password=env['OS_PASSWORD'], project_name=env['OS_PROJECT_NAME'],
+        user_domain_name='Default', project_domain_name='Default',
+        region_name='RegionOne', **kwargs)
+
+
 def state(state_dir):
     etc = os.path.join(state_dir, 'etc')
     nova = _conf([os.path.join(etc, 'nova', 'nova.conf'),

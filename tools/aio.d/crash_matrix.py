@@ -31,8 +31,6 @@ import subprocess
 import sys
 import time
 
-import openstack
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_leaks  # noqa: E402
 
@@ -59,19 +57,8 @@ class Matrix:
         self.state = args.state
         self.fault = os.path.join(self.state, 'fault')
         self.fail_spawn = os.path.join(self.state, 'fail-spawn')
-        env = {}
-        with open(os.path.join(self.state, 'openrc')) as f:
-            for line in f:
-                if line.startswith('export '):
-                    for pair in line[len('export '):].split():
-                        if '=' in pair:
-                            k, v = pair.split('=', 1)
-                            env[k] = v
-        self.conn = openstack.connect(
-            auth_url=env['OS_AUTH_URL'], username=env['OS_USERNAME'],
-            password=env['OS_PASSWORD'], project_name=env['OS_PROJECT_NAME'],
-            user_domain_name='Default', project_domain_name='Default',
-            region_name='RegionOne', compute_api_version='2.latest')
+        self.conn = check_leaks.admin_connection(
+            self.state, compute_api_version='2.latest')
         self.image = self.conn.image.find_image('cirros-fake').id
         self.flavor = self.conn.compute.find_flavor('m1.nano').id
         self.passed = self.failed = 0

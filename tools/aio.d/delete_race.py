@@ -17,8 +17,6 @@ import random
 import sys
 import time
 
-import openstack
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_leaks  # noqa: E402
 
@@ -32,19 +30,7 @@ def main(argv=None):
     parser.add_argument('--seed', type=int, default=None)
     args = parser.parse_args(argv)
     rand = random.Random(args.seed)
-    env = {}
-    with open(os.path.join(args.state, 'openrc')) as f:
-        for line in f:
-            if line.startswith('export '):
-                for pair in line[len('export '):].split():
-                    if '=' in pair:
-                        k, v = pair.split('=', 1)
-                        env[k] = v
-    conn = openstack.connect(
-        auth_url=env['OS_AUTH_URL'], username=env['OS_USERNAME'],
-        password=env['OS_PASSWORD'], project_name=env['OS_PROJECT_NAME'],
-        user_domain_name='Default', project_domain_name='Default',
-        region_name='RegionOne')
+    conn = check_leaks.admin_connection(args.state)
     net = conn.network.find_network('race-net')
     if net is None:
         net = conn.network.create_network(name='race-net')

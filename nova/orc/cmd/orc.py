@@ -309,12 +309,12 @@ def cmd_job_show(args, out):
     conn = journal.JournalBackend().get_connection()
     with _board() as (_coordinator, board):
         flow, job = _job_of(board, conn, args.ref)
+        abort = board.abort_requested(flow['uuid'])
         print('job of flow %s: %s, token %s, resumes %d%s' % (
             flow['uuid'], _owner_state(board, job),
             (job or {}).get('token') or '-',
             max(flow['meta'].get('claims', 0) - 1, 0),
-            ', abort requested: %s' % board.abort_requested(flow['uuid'])
-            if board.abort_requested(flow['uuid']) else ''), file=out)
+            ', abort requested: %s' % abort if abort else ''), file=out)
     args.ref = flow['uuid']
     return cmd_flow_show(args, out)
 
