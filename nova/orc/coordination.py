@@ -476,6 +476,16 @@ class ZooKeeperCoordinator(Coordinator):
         except self._timeout_exception:
             raise kazoo_exc.OperationTimeoutError()
 
+    def retrying(self, func, *args):
+        """``func(*args)`` waited out through a ZooKeeper outage, for the
+        other ZooKeeper users of this session (the job board): the bound and
+        errors of :meth:`_retrying`.
+
+        :raises nova.orc.exception.CoordinationUnavailable: still
+            unreachable at ``[orc] coordination_outage_timeout``
+        """
+        return self._retrying(func, *args)
+
     def _retrying(self, func, *args):
         """``func(*args)`` retried while ZooKeeper is unreachable; the
         whole call (retries and every request ``func`` makes through

@@ -314,7 +314,7 @@ class ZooKeeperJobBoard(JobBoard):
             raise orc_exc.CoordinationUnavailable(
                 reason='job board %s: %s' % (self.path, e))
         self._board = board
-        client.ensure_path(self.aborts_path)
+        self.coordinator.retrying(client.ensure_path, self.aborts_path)
         if not as_conductor:
             return
         self._register()
@@ -327,7 +327,15 @@ class ZooKeeperJobBoard(JobBoard):
 
     def _register(self):
         """This conductor's liveness node (ephemeral: gone with the
-        session)."""
+        session); a connection lost meanwhile is waited out within ``[orc]
+        coordination_outage_timeout``.
+
+        :raises nova.orc.exception.CoordinationUnavailable: ZooKeeper
+            still unreachable then
+        """
+        self.coordinator.retrying(self._register_once)
+
+    def _register_once(self):
         client = self.coordinator.client
         client.ensure_path(self.conductors_path)
         try:

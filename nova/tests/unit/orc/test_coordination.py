@@ -16,6 +16,7 @@ import time
 from unittest import mock
 
 from kazoo import client as kazoo_client
+from kazoo import exceptions as kazoo_exc
 from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
 from taskflow import exceptions as tf_exc
@@ -24,6 +25,7 @@ from taskflow import states as tf_states
 
 from nova.orc import coordination
 from nova.orc import exception as orc_exc
+from nova.orc import jobboard
 from nova import test
 
 ZOOKEEPER = os.environ.get('ORC_TEST_ZOOKEEPER', '127.0.0.1:2181')
@@ -324,6 +326,26 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         patcher.start()
         self.addCleanup(patcher.stop)
         return done
+
+    def test_conductor_registration_waits_out_a_lost_connection(self):
+        """A connection lost while a conductor registers its liveness node
+        at start-up (seen under load with 2 s sessions) is retried within
+        [orc] coordination_outage_timeout instead of failing the start."""
+        board = jobboard.ZooKeeperJobBoard('conductor-a-owner', self.a)
+        real_create = self.a.client.create
+        lost = []
+
+        def create(path, *args, **kwargs):
+            if path.startswith(board.conductors_path + '/') and not lost:
+                lost.append(path)
+                raise kazoo_exc.ConnectionLoss()
+            return real_create(path, *args, **kwargs)
+        with mock.patch.object(self.a.client, 'create', side_effect=create):
+            board.connect()
+        self.addCleanup(board.close)
+        self.assertEqual(1, len(lost), lost)
+        self.assertEqual(['conductor-a-owner'],
+                         self.a.client.get_children(board.conductors_path))
 
     def test_locks_outlive_the_session_that_took_them(self):
         # locks belong to the job: a dead conductor's locks stay for the
