@@ -22,9 +22,11 @@ that:
   a token lower than the highest seen for the instance is refused with
   :class:`~nova.orc.exception.StaleFencingToken`;
 * keeps steps idempotent, keyed by ``job = {'flow_id', 'atom', 'token'}``: a
-  repeated forward call (a resumed flow) returns the recorded result
-  (``spawn`` also probes the hypervisor, so a guest is never created twice);
-  an undo forgets the record;
+  repeated forward call (a resumed flow) returns the recorded result;
+  records live in memory, so steps with lasting side effects also probe the
+  real state before acting (``spawn`` the hypervisor, so a guest is never
+  created twice; ``allocate_networks`` neutron, so a port is never created
+  twice); an undo forgets the record;
 * handles a delete racing the build, as stock's build does: a forward step
   that finds its instance deleted or being deleted does nothing and raises
   ``InstanceNotFound`` / ``UnexpectedDeletingTaskStateError`` (the
@@ -361,6 +363,10 @@ class OrcComputeEndpoint:
         """Allocate and bind ports (stock ``_allocate_network`` and
         ``_allocate_network_async``, with its retries).
 
+        Idempotent without its record too: ports an earlier run bound to
+        the instance are released first
+        (:meth:`_release_ports_of_an_earlier_run`).
+
         :returns: network info JSON
         :raises BuildAbortException: allocation failed (stock does not
             reschedule network failures); ``InstanceNotFound`` /
@@ -373,6 +379,8 @@ class OrcComputeEndpoint:
         instance.save(expected_task_state=[
             None, task_states.BLOCK_DEVICE_MAPPING])
         try:
+            self._release_ports_of_an_earlier_run(context, instance,
+                                                  requested_networks)
             nw_info = mgr._allocate_network_async(
                 context, instance, requested_networks, security_groups,
                 provider_mapping, None)
@@ -388,6 +396,39 @@ class OrcComputeEndpoint:
         # no save here (stock saves the instance at the next task state,
         # so that no extra instance.update notification goes out)
         return nw_info.json()
+
+    def _release_ports_of_an_earlier_run(self, context, instance,
+                                         requested_networks):
+        """Probe neutron before allocating: converge, never add a second port.
+
+        This runs only when this host has no record of the step (see
+        :func:`host_step`): a first run, or a re-run the record cannot
+        answer, i.e. a resumed flow whose compute restarted since the first
+        run (records live in memory), or a first run on another host whose
+        revert could not deallocate. Ports already bound to the instance
+        (``device_id``) are an earlier run's, made for a request the journal
+        does not know was served; they are deallocated as stock's failed
+        build does (``ComputeManager._deallocate_network``: ports nova
+        created are deleted, the user's requested ports unbound), so the
+        allocation that follows leaves one port per requested network, and a
+        requested port is bound again instead of failing with ``PortInUse``.
+        No guest uses them yet: spawn runs only after this step succeeded.
+
+        :param instance: ``Instance``
+        :param requested_networks: ``NetworkRequestList`` or None; nothing
+            is probed for ``none`` (no network requested)
+        """
+        if requested_networks and requested_networks.no_allocate:
+            return
+        ports = self.manager.network_api.list_ports(
+            context, device_id=instance.uuid).get('ports', [])
+        if not ports:
+            return
+        LOG.info('Found %d port(s) of an earlier run of this step bound to '
+                 'the instance (%s): deallocating them before allocating '
+                 'again', len(ports), ', '.join(p['id'] for p in ports),
+                 instance=instance)
+        self.manager._deallocate_network(context, instance, requested_networks)
 
     def _deallocate_networks(self, context, instance, requested_networks,
                              **kwargs):

@@ -84,8 +84,8 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
             return result
         self.stub_out(path, hook)
 
-    def _boot_and_check(self):
-        server = self._create_server(networks='none')
+    def _boot_and_check(self, networks='none'):
+        server = self._create_server(networks=networks)
         self.assertEqual('ACTIVE', server['status'])
         self.assertEqual(1, len(self.died), self.died)
         flow, atoms = self._journal(server['id'])
@@ -140,6 +140,47 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
     def test_die_after_finish(self):
         self._die_around(HOST_API + '.finish_build', after=True)
         self._boot_and_check()
+
+    # ------------------------------------- a resume on a restarted compute
+    def _computes_restart_on_death(self):
+        """The computes restart while the job changes hands: what they kept
+        in memory (step records, fencing tokens) is gone, so the resumed
+        steps must find what the first run did in the real state."""
+        def forget():
+            for compute in self.computes.values():
+                endpoint = compute.manager.orc_endpoint
+                endpoint._recorded.clear()
+                endpoint._tokens.clear()
+        self.after_death = forget
+
+    def _check_one_port(self, server, port_id=None):
+        ports = self._nova_ports(server['id'])
+        self.assertEqual(1, len(ports), ports)
+        self.assertEqual(server['OS-EXT-SRV-ATTR:host'],
+                         ports[0]['binding:host_id'])
+        if port_id:
+            self.assertEqual(port_id, ports[0]['id'])
+        # the instance's network info names that port only
+        vifs = objects.InstanceInfoCache.get_by_instance_uuid(
+            self.ctxt, server['id']).network_info
+        self.assertEqual([ports[0]['id']], [vif['id'] for vif in vifs])
+
+    def test_die_after_networks_on_a_restarted_compute_one_port(self):
+        """The port made before the death is replaced, not doubled."""
+        self._die_around(HOST_API + '.allocate_networks', after=True)
+        self._computes_restart_on_death()
+        server = self._boot_and_check(
+            networks=[{'uuid': self.neutron.network_1['id']}])
+        self._check_one_port(server)
+
+    def test_die_after_networks_on_a_restarted_compute_user_port(self):
+        """The user's port bound by the first run is bound again (stock's
+        allocation alone would fail with PortInUse)."""
+        port_id = self.neutron.port_1['id']
+        self._die_around(HOST_API + '.allocate_networks', after=True)
+        self._computes_restart_on_death()
+        server = self._boot_and_check(networks=[{'port': port_id}])
+        self._check_one_port(server, port_id=port_id)
 
     # -------------------------------------------------- what a resume refuses
     def _boot_to_error(self):
