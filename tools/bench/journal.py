@@ -38,7 +38,9 @@ from taskflow.persistence import models
 
 import nova.conf
 from nova import objects
+from nova.orc import engine as orc_engine
 from nova.orc.flows import boot
+from nova.orc import jobboard
 from nova.orc.flows import names
 from nova.orc.persistence import backend as journal
 from nova.orc.persistence import migration
@@ -63,18 +65,25 @@ RESULTS = {
 }
 
 
-def _flow():
+def _flow(flow_id):
+    """The boot flow, its tasks answering at once and bound to a job run
+    of their own, as a conductor binds them (their ``pre_execute`` checks
+    the run for an abort)."""
     flow = boot.get_flow()
+    run = orc_engine.JobRun(None, jobboard.Claim(
+        job=None, flow_id=flow_id, token=1, details={}))
     for node, _data in flow.iter_nodes():
-        _stub(node)
+        _stub(node, run)
     return flow
 
 
-def _stub(node):
+def _stub(node, run):
     if hasattr(node, 'iter_nodes'):
         for child, _data in node.iter_nodes():
-            _stub(child)
+            _stub(child, run)
         return
+    if hasattr(node, 'bind'):
+        node.bind(run)
     result = RESULTS.get(node.name)
     node.execute = lambda *a, _r=result, **kw: _r
 
@@ -105,7 +114,7 @@ def run_flows(backend, count, claim=False):
             if claim:
                 # a conductor's claim: every later write is fenced
                 conn.claim_flow(fd.uuid, 1)
-        engine = taskflow.engines.load(_flow(), store=STORE, flow_detail=fd,
+        engine = taskflow.engines.load(_flow(fd.uuid), store=STORE, flow_detail=fd,
                                        book=book, backend=backend,
                                        engine='serial')
         engine.storage.inject(TRANSIENT, transient=True)
