@@ -26,6 +26,8 @@ class HostStepTest(test.NoDBTestCase):
         self.ctxt = nova_context.RequestContext('user', 'project')
         self.mgr = mock.MagicMock()
         self.mgr.driver.instance_exists.return_value = False
+        # neutron: no port bound to the instance yet
+        self.mgr.network_api.list_ports.return_value = {'ports': []}
         self.endpoint = orc_compute.OrcComputeEndpoint(self.mgr)
         self.instance = objects.Instance(
             uuid=uuids.instance, vm_state=vm_states.BUILDING,
@@ -184,6 +186,47 @@ class HostStepTest(test.NoDBTestCase):
                 job=self._job(atom='networks')))
         self.mgr._deallocate_network.assert_called_once_with(
             self.ctxt, self.instance, None)
+
+    def _allocate_networks(self, requested_networks=None):
+        return self.endpoint.allocate_networks(
+            self.ctxt, instance=self.instance,
+            requested_networks=requested_networks, security_groups=[],
+            provider_mapping=None, job=self._job(atom='networks'))
+
+    def test_networks_without_record_release_an_earlier_runs_ports(self):
+        # a re-run the compute has no record of (it restarted): the ports
+        # the first run bound are deallocated before allocating again
+        self.mgr.network_api.list_ports.return_value = {
+            'ports': [{'id': uuids.port}]}
+        order = mock.Mock()
+        order.attach_mock(self.mgr._deallocate_network, 'deallocate')
+        order.attach_mock(self.mgr._allocate_network_async, 'allocate')
+        self._allocate_networks()
+        self.mgr.network_api.list_ports.assert_called_once_with(
+            self.ctxt, device_id=uuids.instance)
+        self.assertEqual(['deallocate', 'allocate'],
+                         [c[0] for c in order.mock_calls][:2])
+        self.mgr._deallocate_network.assert_called_once_with(
+            self.ctxt, self.instance, None)
+
+    def test_networks_first_run_allocates_only(self):
+        self._allocate_networks()
+        self.mgr._deallocate_network.assert_not_called()
+        self.mgr._allocate_network_async.assert_called_once()
+
+    def test_networks_none_requested_asks_neutron_nothing(self):
+        none = objects.NetworkRequestList(
+            objects=[objects.NetworkRequest(network_id='none')])
+        self._allocate_networks(none)
+        self.mgr.network_api.list_ports.assert_not_called()
+        self.mgr._deallocate_network.assert_not_called()
+
+    def test_networks_recorded_run_asks_neutron_nothing(self):
+        self._allocate_networks()
+        self.mgr.network_api.list_ports.reset_mock()
+        self._allocate_networks()
+        self.mgr.network_api.list_ports.assert_not_called()
+        self.mgr._allocate_network_async.assert_called_once()
 
     def test_undo_on_deleted_instance_is_left_to_the_delete(self):
         for state in ('gone', task_states.DELETING):
