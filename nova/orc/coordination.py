@@ -126,14 +126,18 @@ class Coordinator:
         this process)."""
         raise NotImplementedError()
 
-    def claim_token(self, path):
+    def claim_token(self, path, session=None):
         """The fencing token of a job claim: the creation zxid
         (``stat.czxid``, an int) of the ZooKeeper node ``path``, e.g. a
         TaskFlow job's ``job.lock_path``. Every later claim of the job has a
         larger token, so host-side steps can reject an older claimer.
 
         :param path: str, absolute ZooKeeper path
+        :param session: int: only a claim node of that session (its
+            ``ephemeralOwner``) counts; another's is taken as no claim.
+            None: whoever owns it (an operator's listing)
         :returns: int, or None when the node does not exist (claim gone)
+            or belongs to another session than ``session``
         :raises nova.orc.exception.CoordinationUnavailable: ZooKeeper
             unreachable for ``[orc] coordination_outage_timeout``
         :raises NotImplementedError: ``memory://`` (no nodes, no claims)
@@ -255,7 +259,7 @@ class MemoryCoordinator(Coordinator):
             return _MEMORY_SESSIONS.setdefault(
                 pid, random.SystemRandom().getrandbits(63))
 
-    def claim_token(self, path):
+    def claim_token(self, path, session=None):
         """Not available: ``memory://`` has no job claims (raises
         NotImplementedError); see :meth:`Coordinator.claim_token`."""
         raise NotImplementedError('memory:// coordination has no claim nodes')
@@ -409,10 +413,14 @@ class ZooKeeperCoordinator(Coordinator):
         client_id = client.client_id if client is not None else None
         return client_id[0] if client_id else None
 
-    def claim_token(self, path):
+    def claim_token(self, path, session=None):
         self._check_started()
         stat = self._retrying(self._exists, path)
-        return stat.czxid if stat is not None else None
+        if stat is None:
+            return None
+        if session is not None and stat.ephemeralOwner != session:
+            return None
+        return stat.czxid
 
     # session listeners
 

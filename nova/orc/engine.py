@@ -463,6 +463,11 @@ class Orchestrator:
             run = JobRun(self, claim)
             with self._lock:
                 self._runs[claim.flow_id] = run
+            if (claim.session is not None and
+                    self.coordinator.session_id() != claim.session):
+                # the session ended between the claim and now: the 'lost'
+                # event found no run to stop; this one must not start
+                run.lost = True
             self._job_executor.submit(self._run_job, run)
 
     def _run_job(self, run):
@@ -491,6 +496,12 @@ class Orchestrator:
     def _run_claimed(self, run):
         """Load the claimed job's flow from the journal and run it."""
         flow_id = run.claim.flow_id
+        if run.lost:
+            # neither fence the journal nor count a resume with a claim
+            # that went with its session
+            LOG.warning('Not running flow %s: its claim went with a lost '
+                        'coordination session', flow_id)
+            return
         with contextlib.closing(self.backend.get_connection()) as conn:
             # fence the journal first: from now on a conductor that held an
             # earlier claim of this job cannot write it (FlowFenced), and

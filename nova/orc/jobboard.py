@@ -431,9 +431,19 @@ class ZooKeeperJobBoard(JobBoard):
         except tf_exc.JobFailure as e:
             LOG.warning('Could not claim job %s: %s', job.uuid, e)
             return None
+        # the token is that of a claim node of our session, read while the
+        # session is current: a conductor paused (or cut off) while it
+        # claimed comes back on a new session and may find the node of the
+        # conductor that claimed the job after its old session expired;
+        # that node's token is not ours to act with
         session = self.coordinator.session_id()
-        token = self.coordinator.claim_token(job.lock_path)
-        if token is None:
+        token = None
+        if session is not None:
+            token = self.coordinator.claim_token(job.lock_path,
+                                                 session=session)
+        if token is None or self.coordinator.session_id() != session:
+            LOG.warning('Claim of job %s lost while claiming it (session '
+                        'ended): not running it', job.uuid)
             return None
         return Claim(job, job.details['flow_id'], token, dict(job.details),
                      session=session)

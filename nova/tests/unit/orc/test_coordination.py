@@ -21,6 +21,7 @@ from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
 from taskflow import exceptions as tf_exc
 from taskflow.jobs.backends import impl_zookeeper
+from taskflow.persistence import models as tf_models
 from taskflow import states as tf_states
 
 from nova.orc import coordination
@@ -346,6 +347,44 @@ class ZooKeeperCoordinatorTest(_LockContract, test.NoDBTestCase):
         self.assertEqual(1, len(lost), lost)
         self.assertEqual(['conductor-a-owner'],
                          self.a.client.get_children(board.conductors_path))
+
+    def test_claim_whose_session_ended_while_claiming_is_not_taken(self):
+        """Conductor A is paused while it claims a job: its session
+        expires, B claims the job, A wakes up on a new session. A must not
+        come back with B's claim node and its token (both would pass every
+        fence), and B's claim stays B's."""
+        board_a = jobboard.ZooKeeperJobBoard('owner-a', self.a)
+        board_b = jobboard.ZooKeeperJobBoard('owner-b', self.b)
+        for board in (board_a, board_b):
+            board.connect()
+            self.addCleanup(board.close)
+        book = tf_models.LogBook('book')
+        board_a.post(uuids.flow, book, {'book': book.uuid})
+
+        def job_of(board):
+            return [j for j in board._board.iterjobs(ensure_fresh=True)
+                    if j.details['flow_id'] == uuids.flow][0]
+        taken_by_b = []
+        real_claim = board_a._board.claim
+
+        def claim_then_pause(job, owner):
+            real_claim(job, owner)
+            old_session = self.a.session_id()
+            _expire_session(self.a)
+            _wait_for(lambda: self.a.client.connected and
+                      self.a.session_id() not in (None, old_session), 30,
+                      'conductor A on a new session')
+            _wait_for(lambda: self.b.claim_token(job.lock_path) is None, 30,
+                      "A's expired claim gone")
+            taken_by_b.append(board_b.claim(job_of(board_b)))
+        with mock.patch.object(board_a._board, 'claim',
+                               side_effect=claim_then_pause):
+            claim_a = board_a.claim(job_of(board_a))
+        self.assertIsNotNone(taken_by_b[0])
+        self.assertIsNone(claim_a)
+        self.assertTrue(board_b.still_owned(taken_by_b[0]))
+        self.assertEqual('owner-b',
+                         board_b._board.find_owner(job_of(board_b)))
 
     def test_locks_outlive_the_session_that_took_them(self):
         # locks belong to the job: a dead conductor's locks stay for the
