@@ -82,6 +82,9 @@ JOB_SCAN_INTERVAL = 1.0
 #: seconds before a job that ended in FAILURE (its revert failed) is tried
 #: again by this conductor
 FAILED_JOB_BACKOFF = 30.0
+#: seconds between two attempts to tell, after a run, whether its claim is
+#: still ours while ZooKeeper is unreachable
+CLAIM_RECHECK_INTERVAL = 5.0
 
 #: flow states after which a job is consumed and its locks released
 ENDED = (states.SUCCESS, states.REVERTED)
@@ -680,7 +683,7 @@ class Orchestrator:
                             'released now: %s', flow_id, state, e)
             self.board.consume(run.claim)
             return
-        if run.lost or not self.board.still_owned(run.claim):
+        if run.lost or not self._still_owned(run):
             LOG.warning('Flow %s stopped in state %s after its claim was '
                         'lost; its new owner goes on', flow_id, state)
             return
@@ -701,6 +704,22 @@ class Orchestrator:
             self._give_back(run, until=meta['retry_after'])
             return
         self.board.abandon(run.claim)
+
+    def _still_owned(self, run):
+        """Whether ``run``'s claim is still ours, ZooKeeper outages waited
+        out: a claim that cannot be told is neither acted on nor dropped
+        (dropped, the job would stay claimed by our live session and no
+        conductor would ever run it again). False when the conductor
+        stops meanwhile."""
+        while True:
+            try:
+                return self.board.still_owned(run.claim)
+            except orc_exc.CoordinationUnavailable as e:
+                LOG.warning('Cannot tell whether the claim of flow %s is '
+                            'still ours (%s); asking again in %.0f s',
+                            run.claim.flow_id, e, CLAIM_RECHECK_INTERVAL)
+            if self._stopping.wait(CLAIM_RECHECK_INTERVAL):
+                return False
 
     # ------------------------------------------------------------- queries
     def flow_ended(self, flow_id):

@@ -125,7 +125,12 @@ class JobBoard:
 
     def still_owned(self, claim):
         """True while ``claim`` is still this conductor's (its claim node
-        exists with the same token)."""
+        exists with the same token, in this conductor's current session).
+
+        :raises nova.orc.exception.CoordinationUnavailable: it cannot be
+            told (ZooKeeper unreachable for ``[orc]
+            coordination_outage_timeout``)
+        """
         raise NotImplementedError()
 
     def consume(self, claim):
@@ -452,12 +457,8 @@ class ZooKeeperJobBoard(JobBoard):
         if self.coordinator.session_id() != claim.session:
             # the claim was an ephemeral node of a session that is gone
             return False
-        try:
-            token = self.coordinator.claim_token(claim.job.lock_path)
-        except Exception as e:
-            LOG.info('Claim of flow %s unverifiable, taken as lost: %s',
-                     claim.flow_id, e)
-            return False
+        token = self.coordinator.claim_token(claim.job.lock_path,
+                                             session=claim.session)
         return token == claim.token
 
     def consume(self, claim):

@@ -18,6 +18,7 @@ from oslo_utils import importutils
 from nova import exception
 from nova import objects
 from nova.orc.compute import manager as orc_compute
+from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
 from nova.orc.persistence import backend as journal
@@ -250,6 +251,46 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self.stub_out(HOST_API + '.destroy_guest', destroy_guest)
         server = self._create_server(networks='none', expected_state='ERROR')
         flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', flow['state'])
+        self.assertEqual(2, len(calls))
+        self.assertEqual(2, flow['meta']['claims'])
+        for compute in self.computes.values():
+            self.assertEqual([], compute.driver.list_instance_uuids())
+        self.assertEqual({}, self._allocations(server['id']))
+        self.assertEqual([], self.orc.coordinator().list_locks())
+
+    def test_failed_revert_whose_claim_cannot_be_checked_is_not_stranded(
+            self):
+        """A revert fails and, right after it, ZooKeeper does not answer
+        when the conductor checks its claim: the conductor waits the outage
+        out instead of dropping the job (which would stay claimed by its
+        live session, never run again), then the revert is finished."""
+        self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
+        self.stub_out('nova.orc.engine.CLAIM_RECHECK_INTERVAL', 0.2)
+        self.flags(max_attempts=1, group='scheduler')
+        self._fail_spawn_on(['host1', 'host2'])
+        original = orc_rpcapi.OrcComputeAPI.destroy_guest
+        calls, outage = [], []
+
+        def destroy_guest(api, *args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                outage.append('pending')
+                raise exception.HostNotFound(host='unreachable')
+            return original(api, *args, **kwargs)
+        self.stub_out(HOST_API + '.destroy_guest', destroy_guest)
+        claim_token = coordination.ZooKeeperCoordinator.claim_token
+
+        def claim_token_in_outage(coordinator, *args, **kwargs):
+            if outage == ['pending']:
+                outage[0] = 'raised'
+                raise orc_exc.CoordinationUnavailable(reason='test outage')
+            return claim_token(coordinator, *args, **kwargs)
+        self.stub_out('nova.orc.coordination.ZooKeeperCoordinator.'
+                      'claim_token', claim_token_in_outage)
+        server = self._create_server(networks='none', expected_state='ERROR')
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual(['raised'], outage)
         self.assertEqual('REVERTED', flow['state'])
         self.assertEqual(2, len(calls))
         self.assertEqual(2, flow['meta']['claims'])
