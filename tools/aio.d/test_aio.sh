@@ -2,7 +2,10 @@
 # End-to-end test of tools/aio: up, boot a server with the real openstack
 # client (--nic none --wait), check it is ACTIVE, that its create action is
 # listed and that its events include nova-orc's per-task events (orc_*),
-# delete it, down.  Prints 'N passed, N failed'; exits non-zero on a failure.
+# delete it; then tools/aio's own cycle: down, up, up, restart
+# nova-compute1, demo in a row, none refused by the lock ($AIO_STATE/.lock)
+# and no process left holding it open; down.  Prints 'N passed, N failed';
+# exits non-zero on a failure.
 #
 #   tools/aio.d/test_aio.sh [tools/aio up options, e.g. --computes 2]
 # Environment: what tools/aio reads (AIO_STATE, AIO_VENV, AIO_STOCK...), and
@@ -25,6 +28,26 @@ osc() { ( . "$S/demo-openrc" && "$V/bin/openstack" "$@" ); }
 osc_admin() { ( . "$S/openrc" && "$V/bin/openstack" "$@" ); }
 jget() {  # jget PYEXPR : evaluate on the JSON document read from stdin (as d)
   "$V/bin/python" -c "import json, sys; d = json.load(sys.stdin); print($1)"
+}
+lock_holders() {  # processes with $S/.lock open: "PID COMMAND" lines
+  local fd pid
+  for fd in $(find /proc/[0-9]*/fd -maxdepth 1 -lname "$S/.lock" 2>/dev/null); do
+    pid=${fd#/proc/}; pid=${pid%%/*}
+    echo "$pid $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | cut -c1-80)"
+  done | sort -u
+}
+aio_cycle_step() {  # aio_cycle_step ARGS... : tools/aio ARGS, then who holds the lock
+  local out rc holders t=$SECONDS
+  echo "+ tools/aio $*"
+  out=$("$AIO" "$@" 2>&1); rc=$?
+  printf '%s\n' "$out" | tail -n 2
+  echo "(tools/aio $*: $((SECONDS - t))s)"
+  check "tools/aio $* exits 0" [ $rc = 0 ]
+  if printf '%s\n' "$out" | grep -q 'another tools/aio command holds'; then
+    ko "tools/aio $*: refused, the lock is held: $(lock_holders | tr '\n' ';')"
+  fi
+  holders=$(lock_holders)
+  check "no process holds $S/.lock after tools/aio $*${holders:+ (held by: $(echo "$holders" | tr '\n' ';'))}" [ -z "$holders" ]
 }
 finish() {
   if [ "${AIO_TEST_KEEP:-0}" != 1 ]; then
@@ -70,4 +93,13 @@ echo "+ openstack server delete $NAME --wait"
 timeout "$WAIT" "$BASH" -c "$(declare -f osc); S='$S' V='$V'; osc server delete '$NAME' --wait"
 check "server delete --wait exits 0" [ $? = 0 ]
 check "server $NAME is gone" bash -c "! ( . '$S/demo-openrc' && '$V/bin/openstack' server show '$NAME' >/dev/null 2>&1 )"
+
+# tools/aio survives its own cycle: a service it starts (ZooKeeper when it
+# owns it, any other) must not inherit the lock and keep it after the command
+t0=$SECONDS
+for step in down up up "restart nova-compute1" demo; do
+  # shellcheck disable=SC2086
+  aio_cycle_step $step
+done
+echo "(cycle: $((SECONDS - t0))s; ZooKeeper $(grep -q '^ZK_STARTED=1' "$S/aio.env" && echo 'started by tools/aio: its restart was covered' || echo 'external: the restart of its own was not covered'))"
 finish
