@@ -13,7 +13,8 @@ instance action, so stock clients show the structured progress
 * ``_retry<N>`` appended for the N-th host attempt (N >= 2) of a reschedule.
 
 Events need the instance action, which exists once the instance record is
-in a cell (``create_record``) or buried in cell0. The listener keeps events
+in a cell (``create_record``). A boot buried in cell0 gets none: its action
+there has stock's one failed event. The listener keeps events
 in memory with their real times and writes them in batches: when the record
 reaches its cell, before ``spawn`` starts (the long step shows as running)
 and when the flow ends; a start and finish written together are one row.
@@ -97,7 +98,7 @@ class InstanceActionListener(tf_listeners.Listener):
                 self._set_cell(result)
             elif (state == states.REVERTED and
                   name == names.BURY_ON_FAILURE and self.cell_uuid is None):
-                self._set_cell(objects.CellMapping.CELL0_UUID)
+                self._drop_pending()
 
     def _event(self, atom, suffix):
         name = names.EVENT_PREFIX + atom + suffix
@@ -115,6 +116,16 @@ class InstanceActionListener(tf_listeners.Listener):
     def _record(self, kind, event, failure):
         with self._lock:
             self._pending.append((kind, event, timeutils.utcnow(), failure))
+
+    def _drop_pending(self):
+        """The boot was buried in cell0 (or never got an instance): its
+        ``create`` action there has stock's one failed event,
+        ``conductor_schedule_and_build_instances``, and nothing else, as
+        stock's (``ComputeTaskManager._create_instance_action_for_cell0``);
+        the tasks that ran are in the journal (``nova-orc flow show``)."""
+        with self._lock:
+            self._pending = []
+            self.cell_uuid = None
 
     def _set_cell(self, cell_uuid):
         with self._lock:

@@ -66,6 +66,31 @@ class JournalNotFound(exception.NotFound):
     msg_fmt = _('No flow found for %(ref)s')
 
 
+def call_handling(exc, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` called as from the ``except`` block that
+    caught ``exc``: ``sys.exc_info()`` inside it gives ``exc`` and its
+    traceback.
+
+    Stock helpers called from exception handlers read ``sys.exc_info()``
+    for what they record: ``ComputeTaskManager._bury_in_cell0`` finishes the
+    ``conductor_schedule_and_build_instances`` event with its traceback (the
+    event's result is ``Error`` and the action's message ``Error`` only with
+    one) and ``scheduler.utils.set_vm_state_and_notify`` writes it into the
+    fault's details. A revert is not such a block; this makes it one.
+
+    :param exc: the exception being reported (an instance)
+    :returns: what ``fn`` returns; ``exc`` keeps its own traceback after
+    """
+    exc = with_traceback(exc)
+    tb = exc.__traceback__
+    try:
+        raise exc
+    except BaseException:
+        return fn(*args, **kwargs)
+    finally:
+        exc.__traceback__ = tb
+
+
 def with_traceback(exc):
     """``exc`` with a traceback (raised once if it has none).
 

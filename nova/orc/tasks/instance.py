@@ -96,7 +96,10 @@ class BuryInCell0OnFailure(base.OrcTask):
             return
         LOG.info('Burying instance in cell0 after %s',
                  exc.__class__.__name__, instance_uuid=instance_uuid)
-        self.manager._bury_in_cell0(
+        # stock buries from its except block: the failed event, the
+        # action's 'Error' message and the fault details need exc_info
+        orc_exc.call_handling(
+            exc, self.manager._bury_in_cell0,
             context, _request_spec(request_spec, context), exc,
             build_requests=[build_request],
             block_device_mapping=_bdms(block_device_mapping, context),
@@ -136,7 +139,8 @@ class BuryGroupInCell0OnFailure(base.OrcTask):
             return
         LOG.info('Burying %d instances of a multi-create request in cell0 '
                  'after %s', len(build_requests), exc.__class__.__name__)
-        self.manager._bury_in_cell0(
+        orc_exc.call_handling(
+            exc, self.manager._bury_in_cell0,
             context, _request_spec(request_specs[0], context), exc,
             build_requests=build_requests,
             block_device_mapping=_bdms(block_device_mapping, context),
@@ -156,7 +160,10 @@ class CreateRecord(base.OrcTask):
     journaling the result): when the instance mapping already points to a
     cell it only removes a build request left behind and returns that cell;
     otherwise the instance record, the action and the BDMs an earlier run
-    created in the cell are found and kept instead of created again.
+    created in the cell are found and kept instead of created again. If the
+    user deleted the server before such a record was mapped (the API could
+    not see it), the record is destroyed as stock destroys it when the
+    build request is gone (``_delete_build_request``).
 
     Returns the cell uuid (:data:`names.CELL_UUID`).
 
@@ -165,7 +172,11 @@ class CreateRecord(base.OrcTask):
     failure came before the mapping was updated (quota recheck), stock
     ``_cleanup_build_artifacts`` finishes the record first (BDMs, tags,
     mapping, build request). A reschedulable failure on the last host is
-    reported as stock reports it: ``MaxRetriesExceeded``.
+    reported as stock reports it: ``MaxRetriesExceeded``. When this task's
+    resumed run failed (an abort stops it before its probes), a record an
+    earlier run created goes to ERROR the same way, finished and mapped
+    first if it was not mapped yet, so that no second record is buried in
+    cell0 (:meth:`_earlier_record_left`).
     """
 
     def execute(self, context, instance_uuid, host_list, request_spec,
@@ -175,21 +186,23 @@ class CreateRecord(base.OrcTask):
         if mapping.cell_mapping is not None:
             self._drop_build_request(context, instance_uuid)
             return mapping.cell_mapping.uuid
+        host = base.hydrate(objects.Selection, host_list[0], context)
+        cell = self._cell(context, host_list)
+        # probed first: the user may have deleted the server since the
+        # earlier run created its record, which the API cannot see
+        earlier = self._earlier_record(context, cell, instance_uuid)
         try:
             build_request = objects.BuildRequest.get_by_instance_uuid(
                 context, instance_uuid)
         except exception.BuildRequestNotFound:
+            if earlier is not None:
+                self._destroy_deleted(context, earlier, cell)
             raise orc_exc.BuildRequestGone(instance_uuid=instance_uuid)
         spec = _request_spec(request_spec, context)
-        host = base.hydrate(objects.Selection, host_list[0], context)
-        host_mapping = objects.HostMapping.get_by_host(
-            context, host.service_host)
-        cell = host_mapping.cell_mapping
         instance = build_request.get_new_instance(context)
         instance.availability_zone = (
             availability_zones.get_host_availability_zone(
                 context, host.service_host))
-        earlier = self._earlier_record(context, cell, instance_uuid)
         if earlier is None:
             with conductor_manager.obj_target_cell(instance, cell):
                 instance.create()
@@ -219,6 +232,76 @@ class CreateRecord(base.OrcTask):
                 instance_tags):
             raise orc_exc.BuildRequestGone(instance_uuid=instance_uuid)
         return cell.uuid
+
+    @staticmethod
+    def _cell(context, host_list):
+        """The ``CellMapping`` of the first selected host."""
+        host = base.hydrate(objects.Selection, host_list[0], context)
+        return objects.HostMapping.get_by_host(
+            context, host.service_host).cell_mapping
+
+    def _destroy_deleted(self, context, instance, cell):
+        """The user deleted the server (its build request) after an
+        earlier run created ``instance`` in ``cell`` and before it mapped it
+        there, so the API could not see the record: stock's end for that
+        race (``_delete_build_request`` finding the build request gone):
+        the instance, its BDMs and tags destroyed, with the delete
+        notifications."""
+        with nova_context.target_cell(context, cell) as cctxt:
+            bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+                cctxt, instance.uuid)
+            tags = objects.TagList.get_by_resource_id(cctxt, instance.uuid)
+        LOG.info('Resumed flow: the server was deleted before its record '
+                 'was mapped to cell %s; destroying the record', cell.uuid,
+                 instance_uuid=instance.uuid)
+        # its row is gone: stock's destroy of it fails and stock cleans up
+        gone = objects.BuildRequest(context, instance_uuid=instance.uuid)
+        self.manager._delete_build_request(context, gone, instance, cell,
+                                           bdms, tags)
+
+    def _earlier_record_left(self, context, instance_uuid, host_list,
+                             block_device_mapping, tags):
+        """For the revert of a resumed run that failed (an abort stops it
+        before its probes): True when an earlier run's record is in a cell
+        for the revert to put in ERROR. An unmapped one is finished first
+        as :meth:`execute` would have (action, BDMs, tags, mapping, build
+        request deleted), so that :class:`BuryInCell0OnFailure` sees it in
+        its cell and makes no second record in cell0; one whose build
+        request the user deleted is destroyed as stock does (False)."""
+        mapping = _instance_mapping(context, instance_uuid)
+        if mapping is None:
+            return False
+        if mapping.cell_mapping is not None:
+            earlier = self._earlier_record(context, mapping.cell_mapping,
+                                           instance_uuid)
+            if earlier is None or earlier.vm_state == vm_states.ERROR:
+                # deleted meanwhile, or finished in ERROR already (the
+                # quota recheck's stock cleanup)
+                return False
+            self._drop_build_request(context, instance_uuid)
+            return True
+        if not host_list:
+            return False
+        cell = self._cell(context, host_list)
+        earlier = self._earlier_record(context, cell, instance_uuid)
+        if earlier is None:
+            # it never reached a cell: BuryInCell0OnFailure's case
+            return False
+        try:
+            build_request = objects.BuildRequest.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.BuildRequestNotFound:
+            self._destroy_deleted(context, earlier, cell)
+            return False
+        with nova_context.target_cell(context, cell) as cctxt:
+            instance_bdms = self._bdms_and_action(
+                cctxt, earlier, cell, _bdms(block_device_mapping, context))
+            instance_tags = self.manager._create_tags(
+                cctxt, earlier.uuid, _tags(tags, context))
+        self.manager._map_instance_to_cell(context, earlier, cell)
+        return self.manager._delete_build_request(
+            context, build_request, earlier, cell, instance_bdms,
+            instance_tags)
 
     def _earlier_record(self, context, cell, instance_uuid):
         """The instance an earlier run of this task created in ``cell``
@@ -277,12 +360,16 @@ class CreateRecord(base.OrcTask):
             raise
 
     def revert(self, context, instance_uuid, request_spec,
-               block_device_mapping, tags, result=None, flow_failures=None,
-               **kwargs):
-        if isinstance(result, tf_failure.Failure):
+               block_device_mapping, tags, host_list=None, result=None,
+               flow_failures=None, **kwargs):
+        if isinstance(result, tf_failure.Failure) and not (
+                self.run.resumed and self._earlier_record_left(
+                    context, instance_uuid, host_list, block_device_mapping,
+                    tags)):
             # this task failed: before the record reached a cell
             # (BuryInCell0OnFailure's case), in the quota recheck (stock
             # cleanup already put it in ERROR) or the build request is gone
+            # (on a resume: and no earlier run's record is left)
             return
         exc = base.flow_failure(result, flow_failures)
         if isinstance(exc, DELETED_DURING_BUILD):
