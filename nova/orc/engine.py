@@ -525,11 +525,26 @@ class Orchestrator:
             meta['claimed_at'] = timeutils.utcnow().isoformat()
             meta['conductor'] = CONF.host
             run.resumed = meta['claims'] > 1
-            run.abort_reason = self._abort_reason(flow_detail)
+            run.abort_reason = self._abort_reason(flow_detail,
+                                                  run.claim.details)
             failed_revert = flow_detail.state == states.FAILURE
             if failed_revert and run.abort_reason:
-                self._quarantine(run, conn, flow_detail)
-                return
+                if not self._resumable_here(flow_detail):
+                    # it cannot even be reverted by this conductor's
+                    # flows: leave it to a conductor that can
+                    LOG.warning('Flow %s failed to revert and %s: left to '
+                                'another conductor', flow_id,
+                                run.abort_reason)
+                    self._give_back(run, until=time.time() +
+                                    FAILED_JOB_BACKOFF)
+                    return
+                if self._resumes(meta, run.claim.details) > \
+                        CONF.orc.max_resumes:
+                    self._quarantine(run, conn, flow_detail)
+                    return
+                # an operator's abort of a flow whose revert failed: the
+                # revert is tried again now
+            meta.pop('quarantined', None)
             # durable now (the claim count caps resumes): save_logbook
             # commits at once where update_flow_details of a claimed flow
             # waits for its next write
@@ -613,8 +628,28 @@ class Orchestrator:
         conn.update_flow_details(flow_detail)
         self.board.consume(run.claim)
 
-    def _abort_reason(self, flow_detail):
-        """Why a claimed job must not go on (str), or None."""
+    @staticmethod
+    def _resumable_here(flow_detail):
+        """Whether this conductor has the flow's factory, at a version it
+        can resume (the flow's journaled version)."""
+        module = flows.FACTORIES.get(flow_detail.name)
+        return (module is not None and
+                flow_detail.meta.get('version') in module.RESUMABLE_VERSIONS)
+
+    @staticmethod
+    def _resumes(meta, details):
+        """Automatic resumes of a flow so far: its claims after the first,
+        less those before an operator's ``nova-orc job resume`` (which
+        posts the job with ``claims_before_operator_resume``: a fresh
+        budget of ``[orc] max_resumes``)."""
+        return (meta['claims'] - 1 -
+                int(details.get('claims_before_operator_resume') or 0))
+
+    def _abort_reason(self, flow_detail, details):
+        """Why a claimed job must not go on (str), or None.
+
+        :param details: the job's details (dict)
+        """
         meta = flow_detail.meta
         requested = self.board.abort_requested(flow_detail.uuid)
         if requested:
@@ -622,12 +657,12 @@ class Orchestrator:
         module = flows.FACTORIES.get(flow_detail.name)
         if module is None:
             return 'no flow named %r in this conductor' % flow_detail.name
-        if meta.get('version') not in module.RESUMABLE_VERSIONS:
+        if not self._resumable_here(flow_detail):
             return ('journaled by %s flow version %s; this conductor runs '
                     'version %s and resumes only %s' % (
                         flow_detail.name, meta.get('version'), module.VERSION,
                         list(module.RESUMABLE_VERSIONS)))
-        resumes = meta['claims'] - 1
+        resumes = self._resumes(meta, details)
         if resumes > CONF.orc.max_resumes:
             return ('resumed %d times, more than [orc] max_resumes = %d: '
                     'the job is quarantined and reverted' % (

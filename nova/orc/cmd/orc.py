@@ -353,7 +353,10 @@ def cmd_job_resume(args, out):
         board.post(flow['uuid'], book, {
             'operation': flow['name'],
             'instance_uuid': flow['instance_uuid'], 'book': book.uuid,
-            'posted_by': 'nova-orc-cli'})
+            'posted_by': 'nova-orc-cli',
+            # a fresh budget of [orc] max_resumes: a quarantined flow is
+            # tried again, not quarantined again at once
+            'claims_before_operator_resume': flow['meta'].get('claims', 0)})
         print('job posted for flow %s: a conductor claims and resumes it' %
               flow['uuid'], file=out)
     return 0

@@ -8,11 +8,13 @@ import time
 
 import oslo_messaging as messaging
 
+from nova import exception
 from nova import objects
 from nova.orc.compute import manager as orc_compute
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc.cmd import orc as orc_cli
 from nova.orc import exception as orc_exc
+from nova.orc.persistence import backend as journal
 from nova.tests.functional.orc import test_boot
 
 
@@ -190,6 +192,80 @@ class OrcJobCommandsTest(test_boot.OrcBootTestBase):
         self.assertEqual([], self.orc.coordinator().list_locks())
         status, text = self._cli('job', 'list')
         self.assertNotIn(server['id'], text)
+
+    def _boot_whose_revert_fails(self):
+        """A boot whose spawn fails on every host and whose revert then
+        fails too (the host unreachable while the guest is destroyed),
+        until ``host_down[0]`` is set False. Returns (server, host_down,
+        flow): ``flow()`` reads the flow's journal row."""
+        self.release.set()   # spawns are not held here: they fail
+        self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
+        self.flags(max_attempts=1, group='scheduler')
+        self._fail_spawn_on(['host1', 'host2'])
+        host_down = [True]
+        destroy_guest = orc_rpcapi.OrcComputeAPI.destroy_guest
+
+        def unreachable_host(api, *args, **kwargs):
+            if host_down[0]:
+                raise exception.HostNotFound(host='unreachable')
+            return destroy_guest(api, *args, **kwargs)
+        self.stub_out('nova.orc.compute.rpcapi.OrcComputeAPI.destroy_guest',
+                      unreachable_host)
+        # no end state yet: the instance stays in BUILD while its revert
+        # cannot finish
+        server = self.api.post_server(
+            {'server': self._build_server(networks='none')})
+        conn = journal.JournalBackend().get_connection()
+
+        def flow():
+            return conn.list_flows(instance_uuid=server['id'])[0]
+        return server, host_down, flow
+
+    def _wait_for(self, predicate, flow, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.assertLess(time.monotonic(), deadline, flow())
+            time.sleep(0.1)
+
+    def _check_reverted_and_released(self, server):
+        ended = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', ended['state'])
+        self.assertNotIn('quarantined', ended['meta'])
+        self._wait_for_state_change(server, 'ERROR')
+        for compute in self.computes.values():
+            self.assertEqual([], compute.driver.list_instance_uuids())
+        self.assertEqual({}, self._allocations(server['id']))
+        self.assertEqual([], self.orc.coordinator().list_locks())
+
+    def test_job_resume_reverts_a_quarantined_flow(self):
+        """A flow whose revert kept failing past [orc] max_resumes is
+        quarantined (job removed, locks kept); once the cause is fixed,
+        ``nova-orc job resume`` gives it a fresh budget: its revert is
+        tried again and finished, and what it held is released."""
+        self.flags(max_resumes=0, group='orc')
+        server, host_down, flow = self._boot_whose_revert_fails()
+        self._wait_for(lambda: flow()['meta'].get('quarantined'), flow)
+        self.assertEqual('FAILURE', flow()['state'])
+        self.assertNotEqual([], self.orc.coordinator().list_locks())
+        host_down[0] = False
+        status, text = self._cli('job', 'resume', server['id'])
+        self.assertEqual(0, status, text)
+        self._check_reverted_and_released(server)
+
+    def test_job_abort_of_a_failed_revert_reverts_again(self):
+        """``nova-orc job abort`` of a flow whose revert failed means
+        "revert it now": the revert is tried again, not quarantined."""
+        server, host_down, flow = self._boot_whose_revert_fails()
+        self._wait_for(lambda: flow()['state'] == 'FAILURE', flow)
+        status, text = self._cli('job', 'abort', server['id'],
+                                 '--reason', 'operator test')
+        self.assertEqual(0, status, text)
+        claims = flow()['meta']['claims']
+        # claimed with the abort at least once while the host is down
+        self._wait_for(lambda: flow()['meta']['claims'] > claims + 1, flow)
+        self.assertNotIn('quarantined', flow()['meta'])
+        host_down[0] = False
+        self._check_reverted_and_released(server)
 
     def test_job_resume_refuses_a_flow_that_has_a_job_or_ended(self):
         server, _text = self._held_boot()
