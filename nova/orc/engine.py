@@ -730,6 +730,10 @@ class Orchestrator:
             try:
                 with contextlib.closing(
                         self.backend.get_connection()) as conn:
+                    # fenced as the run's own writes were (committing
+                    # FAILURE ended this backend's claim of the flow): a
+                    # conductor that claimed the job since wins
+                    conn.claim_flow(flow_id, run.claim.token)
                     flow_detail = conn.get_flow_details(flow_id, lazy=True)
                     flow_detail.meta = meta
                     conn.update_flow_details(flow_detail)
