@@ -31,8 +31,11 @@ class Schedule(base.OrcTask):
     scheduling again, so that the scheduler never claims twice on the same
     consumer.
 
-    Revert: delete the instance's allocations in placement (``force``);
-    nothing when scheduling itself failed.
+    Revert: delete the instance's allocations in placement (``force``).
+    When this run failed, only where a claim may exist: in a resumed run
+    (an abort stops it before it deletes the earlier run's claim) or with
+    ``preselected_hosts`` (the group's scheduling claimed); a first run's
+    failed scheduling claimed nothing.
     """
 
     def execute(self, context, instance_uuid, request_spec,
@@ -53,8 +56,10 @@ class Schedule(base.OrcTask):
             context, spec, [instance_uuid], return_alternates=True)
         return [s.obj_to_primitive() for s in host_lists[0]]
 
-    def revert(self, context, instance_uuid, result=None, **kwargs):
-        if isinstance(result, tf_failure.Failure):
+    def revert(self, context, instance_uuid, preselected_hosts=None,
+               result=None, **kwargs):
+        if (isinstance(result, tf_failure.Failure) and
+                not self.run.resumed and not preselected_hosts):
             return
         self.manager.report_client.delete_allocation_for_instance(
             context, instance_uuid, force=True)
@@ -73,8 +78,9 @@ class ScheduleGroup(base.OrcTask):
     Idempotent: in a resumed job, allocations an earlier run made (its
     result was lost with its conductor) are deleted before scheduling again.
 
-    Revert: delete every instance's allocations (``force``); nothing when
-    scheduling itself failed.
+    Revert: delete every instance's allocations (``force``); when this run
+    failed, only if it is a resume (an earlier run's claims may be there:
+    an abort stops the resumed run before it deletes them).
     """
 
     def execute(self, context, instance_uuids, request_specs):
@@ -94,7 +100,7 @@ class ScheduleGroup(base.OrcTask):
                 for host_list in host_lists]
 
     def revert(self, context, instance_uuids, result=None, **kwargs):
-        if isinstance(result, tf_failure.Failure):
+        if isinstance(result, tf_failure.Failure) and not self.run.resumed:
             return
         for instance_uuid in instance_uuids:
             self.manager.report_client.delete_allocation_for_instance(

@@ -43,7 +43,8 @@ class TaskTestBase(test.NoDBTestCase):
         super().setUp()
         self.ctxt = nova_context.RequestContext(
             'user', 'project', request_id=uuids.request)
-        self.run = mock.Mock(token=7)
+        # a first run unless a test resumes it
+        self.run = mock.Mock(token=7, resumed=False)
         self.orc = self.run.orchestrator
         self.manager = self.orc.manager
         groups = objects.SecurityGroupList()
@@ -129,6 +130,39 @@ class ScheduleTest(TaskTestBase):
         task.revert(self.ctxt, uuids.instance, result=[])
         self.manager.report_client.delete_allocation_for_instance\
             .assert_called_once_with(self.ctxt, uuids.instance, force=True)
+
+    def test_revert_of_a_failed_resume_deletes_the_earlier_claim(self):
+        """An abort fails the resumed run before it deletes what the
+        earlier run claimed: the revert deletes it."""
+        self.run.resumed = True
+        task = self.bound(scheduler.Schedule(name='schedule'))
+        task.revert(self.ctxt, uuids.instance,
+                    result=_failure(orc_exc.JobAborted(flow_id=uuids.flow,
+                                                       reason='x')))
+        self.manager.report_client.delete_allocation_for_instance\
+            .assert_called_once_with(self.ctxt, uuids.instance, force=True)
+
+    def test_revert_of_a_failure_with_preselected_hosts_deletes_claim(self):
+        """The group's scheduling claimed for this instance."""
+        task = self.bound(scheduler.Schedule(name='schedule'))
+        task.revert(self.ctxt, uuids.instance,
+                    preselected_hosts=[_selection().obj_to_primitive()],
+                    result=_failure(orc_exc.JobAborted(flow_id=uuids.flow,
+                                                       reason='x')))
+        self.manager.report_client.delete_allocation_for_instance\
+            .assert_called_once_with(self.ctxt, uuids.instance, force=True)
+
+    def test_group_revert_of_a_failure_deletes_claims_only_on_resume(self):
+        task = self.bound(scheduler.ScheduleGroup(name='schedule_group'))
+        failure = _failure(exception.NoValidHost(reason='x'))
+        task.revert(self.ctxt, [uuids.a, uuids.b], result=failure)
+        delete = self.manager.report_client.delete_allocation_for_instance
+        delete.assert_not_called()
+        self.run.resumed = True
+        task.revert(self.ctxt, [uuids.a, uuids.b], result=failure)
+        self.assertEqual([mock.call(self.ctxt, uuids.a, force=True),
+                          mock.call(self.ctxt, uuids.b, force=True)],
+                         delete.call_args_list)
 
 
 class HostRetryTest(test.NoDBTestCase):
@@ -330,6 +364,126 @@ class CreateRecordTest(TaskTestBase):
                     None, None, result=_failure(test.TestingException()),
                     flow_failures={})
         get_mapping.assert_not_called()
+        self.manager._set_vm_state_and_notify.assert_not_called()
+
+    # ------------------------------ a resumed run: an earlier run's record
+    def _cell1(self):
+        return objects.CellMapping(uuid=uuids.cell1,
+                                   database_connection='fake://',
+                                   transport_url='fake://')
+
+    def _earlier(self, vm_state=vm_states.BUILDING):
+        return objects.Instance(uuid=uuids.instance, vm_state=vm_state)
+
+    def _aborted(self):
+        return _failure(orc_exc.JobAborted(flow_id=uuids.flow, reason='x'))
+
+    @mock.patch('nova.objects.TagList.get_by_resource_id')
+    @mock.patch('nova.objects.BlockDeviceMappingList.get_by_instance_uuid')
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    @mock.patch('nova.objects.HostMapping.get_by_host')
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid',
+                side_effect=exception.BuildRequestNotFound(uuid='x'))
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_execute_resumed_after_the_delete_destroys_the_record(
+            self, get_mapping, get_br, get_host, get_instance, get_bdms,
+            get_tags):
+        """The user deleted the server before the earlier run's record was
+        mapped: stock's cleanup for a build request gone destroys it."""
+        self.run.resumed = True
+        get_mapping.return_value = objects.InstanceMapping(cell_mapping=None)
+        get_host.return_value = objects.HostMapping(
+            cell_mapping=self._cell1())
+        get_instance.return_value = earlier = self._earlier()
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
+        self.assertRaises(orc_exc.BuildRequestGone, task.execute, self.ctxt,
+                          uuids.instance, [_selection().obj_to_primitive()],
+                          self.spec.obj_to_primitive(), None, None, 1)
+        args = self.manager._delete_build_request.call_args[0]
+        self.assertEqual(uuids.instance, args[1].instance_uuid)
+        self.assertEqual((earlier, uuids.cell1, get_bdms.return_value,
+                          get_tags.return_value),
+                         (args[2], args[3].uuid, args[4], args[5]))
+
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid')
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_of_an_aborted_resume_errors_the_mapped_record(
+            self, get_mapping, get_instance, get_br):
+        self.run.resumed = True
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=self._cell1())
+        get_instance.return_value = self._earlier()
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, result=self._aborted(), flow_failures={})
+        get_br.return_value.destroy.assert_called_once_with()
+        args = self.manager._set_vm_state_and_notify.call_args[0]
+        self.assertEqual({'vm_state': vm_states.ERROR, 'task_state': None},
+                         args[3])
+        self.assertIsInstance(args[4], orc_exc.JobAborted)
+
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_of_a_failed_resume_leaves_a_record_in_error(
+            self, get_mapping, get_instance):
+        """Already in ERROR (the quota recheck's stock cleanup): no second
+        fault."""
+        self.run.resumed = True
+        get_mapping.return_value = objects.InstanceMapping(
+            cell_mapping=self._cell1())
+        get_instance.return_value = self._earlier(vm_states.ERROR)
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, result=self._aborted(), flow_failures={})
+        self.manager._set_vm_state_and_notify.assert_not_called()
+
+    @mock.patch('nova.objects.BlockDeviceMappingList.get_by_instance_uuid')
+    @mock.patch('nova.objects.InstanceAction.get_by_request_id')
+    @mock.patch('nova.objects.BuildRequest.get_by_instance_uuid')
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    @mock.patch('nova.objects.HostMapping.get_by_host')
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_of_an_aborted_resume_maps_and_errors_the_record(
+            self, get_mapping, get_host, get_instance, get_br, get_action,
+            get_bdms):
+        """An unmapped record of the earlier run is mapped to its cell (so
+        that nothing is buried in cell0), then put in ERROR."""
+        self.run.resumed = True
+        cell1 = self._cell1()
+        get_mapping.side_effect = [
+            objects.InstanceMapping(cell_mapping=None),
+            objects.InstanceMapping(cell_mapping=cell1)]
+        get_host.return_value = objects.HostMapping(cell_mapping=cell1)
+        get_instance.return_value = earlier = self._earlier()
+        self.manager._delete_build_request.return_value = True
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, host_list=[_selection().obj_to_primitive()],
+                    result=self._aborted(), flow_failures={})
+        self.manager._map_instance_to_cell.assert_called_once_with(
+            self.ctxt, earlier, cell1)
+        self.assertEqual(get_br.return_value,
+                         self.manager._delete_build_request.call_args[0][1])
+        self.assertIsInstance(
+            self.manager._set_vm_state_and_notify.call_args[0][4],
+            orc_exc.JobAborted)
+
+    @mock.patch('nova.objects.Instance.get_by_uuid',
+                side_effect=exception.InstanceNotFound(instance_id='x'))
+    @mock.patch('nova.objects.HostMapping.get_by_host')
+    @mock.patch('nova.objects.InstanceMapping.get_by_instance_uuid')
+    def test_revert_of_a_failed_resume_without_a_record_is_left_to_bury(
+            self, get_mapping, get_host, get_instance):
+        self.run.resumed = True
+        get_mapping.return_value = objects.InstanceMapping(cell_mapping=None)
+        get_host.return_value = objects.HostMapping(
+            cell_mapping=self._cell1())
+        task = self.bound(instance_tasks.CreateRecord(name='create_record'))
+        task.revert(self.ctxt, uuids.instance, self.spec.obj_to_primitive(),
+                    None, None, host_list=[_selection().obj_to_primitive()],
+                    result=self._aborted(), flow_failures={})
+        self.manager._map_instance_to_cell.assert_not_called()
         self.manager._set_vm_state_and_notify.assert_not_called()
 
 
