@@ -84,6 +84,21 @@ INSTANCE_DELETED = (exception.InstanceNotFound,
 FORWARD = 'forward'
 UNDO = 'undo'
 
+#: steps whose failure stock reports with ``create.error`` carrying the
+#: failure itself (``_build_and_run_instance``'s handlers)
+BUILD_STEPS = ('claim_resources', 'allocate_networks', 'prep_block_devices',
+               'spawn')
+
+#: how a build attempt on this host failed, for :meth:`OrcComputeEndpoint.
+#: abort_claim`: ``create.error`` sent, the failure counts against the node
+NOTIFIED = 'notified'
+#: ``create.error`` sent; a group policy violation, which stock reschedules
+#: without counting it against the node (``RESCHEDULED_BY_POLICY``)
+BY_POLICY = 'by_policy'
+#: no ``create.error``: stock fails before its handlers (device tagging,
+#: trusted certificates, PCI mapping); counts against the node
+SILENT = 'silent'
+
 
 def _deleted(context, instance):
     """The stock exception saying that ``instance`` is deleted or being
@@ -177,6 +192,9 @@ class OrcComputeEndpoint:
         self._lock = threading.Lock()
         self._recorded = collections.OrderedDict()
         self._tokens = collections.OrderedDict()
+        #: flow id -> how its build attempt on this host failed
+        #: (:data:`NOTIFIED`, :data:`BY_POLICY`, :data:`SILENT`)
+        self._failures = collections.OrderedDict()
 
     # --------------------------------------- fencing, idempotency, deletes
     def _check_token(self, instance, job):
@@ -210,6 +228,43 @@ class OrcComputeEndpoint:
         with self._lock:
             self._recorded.pop((job['flow_id'], job['atom']), None)
 
+    def _failed(self, job, how):
+        """Remember how the build attempt of flow ``job['flow_id']`` failed
+        here (the first failure wins: parallel steps may both fail).
+
+        :returns: True when this is the first failure recorded
+        """
+        with self._lock:
+            if job['flow_id'] in self._failures:
+                return False
+            self._failures[job['flow_id']] = how
+            while len(self._failures) > MAX_RECORDED_STEPS:
+                self._failures.popitem(last=False)
+        return True
+
+    def _notify_create_error(self, context, instance, job, fault,
+                             how=NOTIFIED):
+        """Stock's ``create.error`` notifications (legacy and versioned)
+        for a build failure, as ``_build_and_run_instance`` sends them: the
+        fault is the failure itself. Call it from the ``except`` block
+        handling ``fault`` (the versioned payload names the raising frame).
+        Once per build attempt; :meth:`abort_claim` then sends none.
+
+        :param fault: the exception
+        :param how: :data:`NOTIFIED` or :data:`BY_POLICY`
+        """
+        if not self._failed(job, how):
+            return
+        mgr = self.manager
+        bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            context, instance.uuid)
+        mgr._notify_about_instance_usage(context, instance, 'create.error',
+                                         fault=fault)
+        compute_utils.notify_about_instance_create(
+            context, instance, mgr.host,
+            phase=fields.NotificationPhase.ERROR, exception=fault,
+            bdms=bdms)
+
     def _run_step(self, fn, kind, undo, build, arguments):
         """Body of :func:`host_step`, under the instance lock."""
         step = fn.__name__
@@ -241,6 +296,12 @@ class OrcComputeEndpoint:
                 result = fn(**arguments)
         except INSTANCE_DELETED as e:
             gone = e
+        except orc_exc.StaleFencingToken:
+            raise
+        except Exception as e:
+            if step in BUILD_STEPS:
+                self._notify_create_error(context, instance, job, e)
+            raise
         else:
             gone = _deleted(context, instance)
             if gone is None:
@@ -294,24 +355,41 @@ class OrcComputeEndpoint:
         requested_networks = (request_spec.requested_networks
                               if 'requested_networks' in request_spec
                               else None)
-        mgr._check_device_tagging(requested_networks, bdms)
-        mgr._check_trusted_certs(instance)
-        provider_mapping = mgr._get_request_group_mapping(request_spec)
-        if provider_mapping:
-            try:
-                compute_utils.update_pci_request_with_placement_allocations(
-                    context, mgr.reportclient,
-                    instance.pci_requests.requests, provider_mapping)
-            except (exception.AmbiguousResourceProviderForPCIRequest,
-                    exception.UnexpectedResourceProviderNameForPCIRequest
-                    ) as e:
-                raise exception.BuildAbortException(
-                    reason=str(e), instance_uuid=instance.uuid)
+        try:
+            # stock checks these before its handlers: no create.error
+            mgr._check_device_tagging(requested_networks, bdms)
+            mgr._check_trusted_certs(instance)
+            provider_mapping = mgr._get_request_group_mapping(request_spec)
+            if provider_mapping:
+                try:
+                    compute_utils.\
+                        update_pci_request_with_placement_allocations(
+                            context, mgr.reportclient,
+                            instance.pci_requests.requests, provider_mapping)
+                except (exception.AmbiguousResourceProviderForPCIRequest,
+                        exception.UnexpectedResourceProviderNameForPCIRequest
+                        ) as e:
+                    raise exception.BuildAbortException(
+                        reason=str(e), instance_uuid=instance.uuid)
+        except exception.BuildAbortException:
+            self._failed(job, SILENT)
+            raise
         allocs = mgr.reportclient.get_allocations_for_consumer(
             context, instance.uuid)
         mgr.rt.instance_claim(context, instance, node, allocs, limits)
         hints = mgr._get_scheduler_hints({}, request_spec)
-        mgr._validate_instance_group_policy(context, instance, hints)
+        try:
+            mgr._validate_instance_group_policy(context, instance, hints)
+        except exception.GroupAffinityViolation as e:
+            # stock _build_and_run_instance: create.error with the
+            # violation, then a reschedule by policy, which does not count
+            # as a failed build of this node
+            LOG.exception('Failed to build and run instance',
+                          instance=instance)
+            self._notify_create_error(context, instance, job, e,
+                                      how=BY_POLICY)
+            raise exception.RescheduledByPolicyException(
+                instance_uuid=instance.uuid, reason=str(e))
         return {'host': mgr.host, 'node': node}
 
     def _drop_claim(self, context, instance, node, **kwargs):
@@ -325,22 +403,29 @@ class OrcComputeEndpoint:
     @host_step(UNDO)
     def abort_claim(self, context, instance, node, reason, job):
         """Undo :meth:`claim_resources` (stock reschedule clean-up):
-        drop the claim, count a failed build on the node, ``create.error``
-        notifications, finish the build event with the error, clear host
-        and node, task state back to SCHEDULING."""
+        drop the claim, count a failed build on the node (not for a group
+        policy violation: stock's ``RESCHEDULED_BY_POLICY``), finish the
+        build event with the error, clear host and node, task state back to
+        SCHEDULING. ``create.error`` was sent by the step that failed here
+        (:meth:`_notify_create_error`); when the failure was not this
+        host's (the conductor's), it is sent now with a
+        ``RescheduledException`` giving ``reason``."""
         mgr = self.manager
+        with self._lock:
+            how = self._failures.pop(job['flow_id'], None)
         if instance.host == mgr.host:
             mgr.rt.abort_instance_claim(context, instance, node)
-        fault = orc_exc.with_traceback(exception.RescheduledException(
-            instance_uuid=instance.uuid, reason=reason))
-        bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
-            context, instance.uuid)
-        mgr._notify_about_instance_usage(context, instance, 'create.error',
-                                         fault=fault)
-        compute_utils.notify_about_instance_create(
-            context, instance, mgr.host,
-            phase=fields.NotificationPhase.ERROR, exception=fault,
-            bdms=bdms)
+        if how is None:
+            fault = orc_exc.with_traceback(exception.RescheduledException(
+                instance_uuid=instance.uuid, reason=reason))
+            bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+                context, instance.uuid)
+            mgr._notify_about_instance_usage(
+                context, instance, 'create.error', fault=fault)
+            compute_utils.notify_about_instance_create(
+                context, instance, mgr.host,
+                phase=fields.NotificationPhase.ERROR, exception=fault,
+                bdms=bdms)
         try:
             objects.InstanceActionEvent.event_finish_with_failure(
                 context, instance.uuid, BUILD_EVENT, exc_val=reason,
@@ -348,7 +433,8 @@ class OrcComputeEndpoint:
         except (exception.InstanceActionNotFound,
                 exception.InstanceActionEventNotFound):
             pass
-        mgr._build_failed(node)
+        if how != BY_POLICY:
+            mgr._build_failed(node)
         mgr._nil_out_instance_obj_host_and_node(instance)
         instance.task_state = task_states.SCHEDULING
         try:
@@ -545,6 +631,8 @@ class OrcComputeEndpoint:
                              block_device_info=block_device_info,
                              accel_info=[])
         except SPAWN_ABORTS as e:
+            # stock: create.error with the driver's error, then the abort
+            self._notify_create_error(context, instance, job, e)
             raise exception.BuildAbortException(
                 instance_uuid=instance.uuid, reason=e.format_message())
         return True

@@ -7,10 +7,124 @@ managers and ZooKeeper (:class:`nova.tests.functional.orc.test_boot.
 OrcBootTestBase`), and asserts what stock records.
 """
 
+from unittest import mock
+
 from nova.compute import instance_actions
 from nova import context as nova_context
 from nova import objects
+from nova import test
 from nova.tests.functional.orc import test_boot
+
+
+class ParityTestBase(test_boot.OrcBootTestBase):
+    """Two computes (host1, host2), our conductor and computes, ZooKeeper."""
+
+    def _post(self, hints=None, **kwargs):
+        """Create a server (scheduler hints allowed) and wait for its flow.
+
+        :returns: the server once its flow ended
+        """
+        body = {'server': self._build_server(networks='none', **kwargs)}
+        if hints:
+            body['os:scheduler_hints'] = hints
+        server = self.api.post_server(body)
+        self._wait_for_flow_end(server['id'])
+        return self.api.get_server(server['id'])
+
+    def _versioned(self, event_type):
+        return [n for n in self.notifier.versioned_notifications
+                if n['event_type'] == event_type]
+
+    def _legacy(self, event_type):
+        return [n for n in self.notifier.notifications
+                if n.event_type == event_type]
+
+    def _failed_builds(self):
+        """``failed_builds`` of every node once the periodic flushed them
+        (stock counts in memory and writes at the next
+        ``update_available_resource``)."""
+        ctxt = nova_context.get_admin_context()
+        for compute in self.computes.values():
+            compute.manager.update_available_resource(ctxt)
+        return {n.host: n.stats.get('failed_builds')
+                for n in objects.ComputeNodeList.get_all(ctxt)}
+
+
+class LatePolicyViolationTest(ParityTestBase):
+    """The late anti-affinity check on the compute fails (upstream
+    ``test_server_group.ServerGroupTestV21.test_failed_count_with_*``):
+    stock reschedules by policy (``RescheduledByPolicyException``), which
+    does not count as a failed build of the node, after ``create.error``
+    carrying the violation."""
+
+    @mock.patch('nova.scheduler.filters.affinity_filter.'
+                'ServerGroupAntiAffinityFilter.host_passes',
+                return_value=True)
+    def test_policy_failure_not_counted(self, _passes):
+        # host1 only: the second server of the group lands there too (the
+        # filter passes), the late check on host1 fails, no alternate left
+        host2 = self.api.get_services(host='host2',
+                                      binary='nova-compute')[0]['id']
+        self.api.put_service(host2, {'status': 'disabled'})
+        group = self.api.post_server_groups(
+            {'name': 'anti', 'policy': 'anti-affinity'})
+        first = self._post(hints={'group': group['id']})
+        self.assertEqual('host1', first['OS-EXT-SRV-ATTR:host'])
+        self.notifier.reset()
+        second = self._post(hints={'group': group['id']})
+        self.assertEqual('ERROR', second['status'])
+        self.assertEqual('Exceeded maximum number of retries. Exhausted all '
+                         'hosts available for retrying build failures for '
+                         'instance %s.' % second['id'],
+                         second['fault']['message'])
+        # stock: RESCHEDULED_BY_POLICY, not counted against host1
+        self.assertEqual({'host1': '0', 'host2': '0'}, self._failed_builds())
+        errors = self._versioned('instance.create.error')
+        self.assertEqual(1, len(errors), errors)
+        fault = errors[0]['payload']['nova_object.data']['fault'][
+            'nova_object.data']
+        self.assertEqual('GroupAffinityViolation', fault['exception'])
+        self.assertEqual('Anti-affinity instance group policy was violated',
+                         fault['exception_message'])
+        self.assertEqual(
+            1, len(self._legacy('compute.instance.create.error')),
+            [n.event_type for n in self.notifier.notifications])
+
+    def test_build_failure_counted(self):
+        # the other half: a build failure still counts against its node
+        self._prefer_host1()
+        self._fail_spawn_on(['host1'])
+        server = self._post()
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual({'host1': '1', 'host2': '0'}, self._failed_builds())
+
+
+class ResourcesFailureNotificationTest(ParityTestBase):
+    """Building the resources fails on the host (upstream
+    ``notification_sample_tests.test_instance.TestInstanceNotificationSample
+    .test_create_server_error`` patches stock ``_build_resources``, which our
+    flow does not call): stock's ``create.error`` carries the failure as
+    ``_build_and_run_instance`` caught it, here the
+    ``BuildAbortException`` of a failed block-device preparation."""
+
+    def test_create_error_carries_the_failure(self):
+        self.stub_out(
+            'nova.compute.manager.ComputeManager._prep_block_device',
+            mock.Mock(side_effect=test.TestingException('no disk')))
+        server = self._post()
+        self.assertEqual('ERROR', server['status'])
+        message = ('Build of instance %s aborted: Failure prepping block '
+                   'device.' % server['id'])
+        self.assertEqual(message, server['fault']['message'])
+        errors = self._versioned('instance.create.error')
+        self.assertEqual(1, len(errors), errors)
+        fault = errors[0]['payload']['nova_object.data']['fault'][
+            'nova_object.data']
+        self.assertEqual('BuildAbortException', fault['exception'])
+        self.assertEqual(message, fault['exception_message'])
+        legacy = self._legacy('compute.instance.create.error')
+        self.assertEqual(1, len(legacy))
+        self.assertEqual(message, legacy[0].payload['message'])
 
 
 class BuriedInCell0Test(test_boot.OrcBootTestBase):
