@@ -656,7 +656,7 @@ class OrcComputeEndpoint:
         mgr.driver.failed_spawn_cleanup(instance)
 
     # ----------------------------------------------------------- finish
-    @host_step(FORWARD)
+    @host_step(FORWARD, undo='_cleanup_deleted_build')
     def finish_build(self, context, instance, node, network_info, job):
         """ACTIVE (stock end of ``_build_and_run_instance`` and of
         ``_locked_do_build_and_run_instance``): power state, launched_at,
@@ -664,8 +664,10 @@ class OrcComputeEndpoint:
         success counted on the node.
 
         :raises InstanceNotFound, UnexpectedDeletingTaskStateError: deleted
-            meanwhile; nothing to undo here: the guest is the delete's
-            (``terminate_instance`` waits for this step, then destroys it)
+            meanwhile, after stock's clean-up of a build whose instance
+            disappeared (VIFs unplugged, ports deallocated); the guest is the
+            delete's (``terminate_instance`` waits for this step, then
+            destroys it)
         """
         mgr = self.manager
         nw_info = network_model.NetworkInfo.hydrate(network_info or '[]')
@@ -686,6 +688,16 @@ class OrcComputeEndpoint:
             context, instance.uuid, BUILD_EVENT, want_result=False)
         mgr._build_succeeded(node)
         return True
+
+    def _cleanup_deleted_build(self, context, instance, **kwargs):
+        # the instance was deleted while the build finished: stock
+        # _do_build_and_run_instance ("Instance disappeared during build")
+        # unplugs the VIFs and deallocates the ports
+        # (_cleanup_allocated_networks, requested networks as stock's
+        # delete gives them: ports the user brought are unbound, not
+        # deleted); the guest is the delete's, waiting for this lock
+        LOG.debug('Instance disappeared during build.', instance=instance)
+        self.manager._cleanup_allocated_networks(context, instance, None)
 
     @staticmethod
     def _set_access_ips(instance, nw_info):

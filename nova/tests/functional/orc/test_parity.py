@@ -10,6 +10,7 @@ OrcBootTestBase`), and asserts what stock records.
 from unittest import mock
 
 from nova.compute import instance_actions
+from nova.compute import task_states
 from nova import context as nova_context
 from nova import objects
 from nova import test
@@ -125,6 +126,43 @@ class ResourcesFailureNotificationTest(ParityTestBase):
         legacy = self._legacy('compute.instance.create.error')
         self.assertEqual(1, len(legacy))
         self.assertEqual(message, legacy[0].payload['message'])
+
+
+class DeletedWhileFinishingTest(ParityTestBase):
+    """The server is deleted while its build saves it ACTIVE (upstream
+    ``regressions.test_bug_1831771``): stock's build stops quietly and
+    cleans up as for an instance that disappeared during its build, VIFs
+    unplugged (``_cleanup_allocated_networks``)."""
+
+    #: the delete casts to the host, whose lock the build holds
+    CAST_AS_CALL = False
+
+    def test_vifs_unplugged(self):
+        original = objects.Instance.save
+        deleted = []
+
+        def save(instance, *args, **kwargs):
+            if (kwargs.get('expected_task_state') == task_states.SPAWNING
+                    and not deleted):
+                deleted.append(instance.uuid)
+                self.api.delete_server(instance.uuid)
+                self._wait_for_server_parameter(
+                    {'id': instance.uuid},
+                    {'OS-EXT-STS:task_state': task_states.DELETING})
+            return original(instance, *args, **kwargs)
+
+        unplugged = []
+        self.stub_out('nova.objects.Instance.save', save)
+        self.stub_out('nova.virt.fake.FakeDriver.unplug_vifs',
+                      lambda driver, instance, network_info:
+                      unplugged.append(instance.uuid))
+        body = {'server': self._build_server(networks='none')}
+        server = self.api.post_server(body)
+        self._wait_until_deleted(server)
+        self._wait_for_flow_end(server['id'])
+        self.assertEqual([server['id']], deleted)
+        self.assertIn(server['id'], unplugged)
+        self.assertEqual({}, self._allocations(server['id']))
 
 
 class BuriedInCell0Test(test_boot.OrcBootTestBase):
