@@ -3,6 +3,7 @@
 import contextlib
 
 from oslo_log import log as logging
+from taskflow import states
 
 import nova.conf
 
@@ -25,7 +26,10 @@ class PostBootFlows(base.OrcTask):
 
     Changes: a boot flow and its job for each instance that has none yet
     (a resumed job posts only the missing ones: the journal is probed by
-    instance). An instance whose flow cannot be posted (journal or
+    instance). A journaled boot flow that has not ended and has no job on
+    the board (the conductor that posted it died between journaling it and
+    posting its job) gets its job posted now: it runs from its start. An
+    instance whose flow cannot be posted (journal or
     coordination down) gets stock's failure end state on its own: its
     allocation deleted and its build request buried in cell0; the others
     go on, so this task never fails.
@@ -48,12 +52,26 @@ class PostBootFlows(base.OrcTask):
         bdms = base.hydrate(objects.BlockDeviceMappingList,
                             block_device_mapping, context)
         with contextlib.closing(self.orc.backend.get_connection()) as conn:
-            posted = {uuid for uuid in instance_uuids
-                      if conn.list_flows(instance_uuid=uuid, limit=1)}
+            journaled = {}
+            for uuid in instance_uuids:
+                flows = conn.list_flows(instance_uuid=uuid, limit=1)
+                if flows:
+                    journaled[uuid] = flows[0]
+            jobless = self._jobless(conn, journaled)
         flow_ids = []
         for uuid, spec, hosts, name in zip(instance_uuids, request_specs,
                                            host_lists, display_names):
-            if uuid in posted:
+            if uuid in jobless:
+                try:
+                    self._post_job(*jobless[uuid])
+                except Exception as exc:
+                    LOG.exception('Could not post the job of the boot flow',
+                                  instance_uuid=uuid)
+                    self.orc._end_unposted(jobless[uuid][0])
+                    self._fail(context, uuid, spec, exc,
+                               block_device_mapping, tags)
+                continue
+            if uuid in journaled:
                 LOG.info('Resumed flow: boot flow already posted',
                          instance_uuid=uuid)
                 continue
@@ -72,6 +90,42 @@ class PostBootFlows(base.OrcTask):
         # as stock's handler: done once the instance records exist
         for flow_id in flow_ids:
             self.orc.wait_for_handoff(flow_id, CONF.orc.handoff_timeout)
+
+    def _jobless(self, conn, journaled):
+        """The journaled boot flows that have not ended and have no job on
+        the board, ``{instance uuid: (FlowDetail, LogBook)}``; a flow
+        quarantined (job removed on purpose) is not one of them. Asks the
+        board only when there is a journaled flow (a resume)."""
+        pending = {flow['uuid']: uuid for uuid, flow in journaled.items()
+                   if flow['state'] not in (states.SUCCESS, states.REVERTED)
+                   and not flow['meta'].get('quarantined')}
+        if not pending:
+            return {}
+        on_board = {job['flow_id'] for job in self.orc.board.list_jobs()}
+        jobless = {}
+        for flow_id, uuid in pending.items():
+            if flow_id in on_board:
+                continue
+            # read again after the board: a flow that ended meanwhile had
+            # its job consumed
+            flow_detail = conn.get_flow_details(flow_id, lazy=True)
+            if flow_detail.state in (states.SUCCESS, states.REVERTED):
+                continue
+            book = conn.get_logbook(journaled[uuid]['logbook_uuid'],
+                                    lazy=True)
+            jobless[uuid] = (flow_detail, book)
+        return jobless
+
+    def _post_job(self, flow_detail, book):
+        """Post the job of a journaled boot flow (as
+        :meth:`nova.orc.engine.Orchestrator.post` would have)."""
+        instance_uuid = flow_detail.meta['instance_uuid']
+        LOG.info('Resumed flow: boot flow %s was journaled but its job was '
+                 'never posted; posting it', flow_detail.uuid,
+                 instance_uuid=instance_uuid)
+        self.orc.board.post(flow_detail.uuid, book, {
+            'operation': boot.NAME, 'instance_uuid': instance_uuid,
+            'book': book.uuid, 'posted_by': self.orc.owner})
 
     def _fail(self, context, instance_uuid, spec, exc, block_device_mapping,
               tags):

@@ -8,7 +8,9 @@ failure for a result and must still undo what the dead conductor's run of
 it did: the placement allocation of ``schedule``, the cell record of
 ``create_record``. And a ``create_record`` resumed after the user deleted
 the server must leave no orphan record in the cell, as stock's conductor
-does in that race.
+does in that race. And a boot flow journaled by a conductor that died
+before posting its job must still run when the multi-create flow that
+posts it resumes.
 
 The death and the survivor as in :mod:`test_failover`; the end state is
 checked in placement, in both cell databases, in the API database (build
@@ -25,6 +27,7 @@ from nova.db.main import api as main_db_api
 from nova.db.main import models
 from nova import exception
 from nova import objects
+from nova.orc.persistence import backend as journal
 from nova.tests.functional.api import client
 from nova.tests.functional.orc import test_failover
 
@@ -174,6 +177,27 @@ class ResumeRevertTest(test_failover.OrcFailoverTest):
         self.assertEqual([], self.orc.coordinator().list_locks())
         for compute in self.computes.values():
             self.assertEqual([], compute.driver.list_instance_uuids())
+
+    # ------------------------------------- journaled, never posted
+    def test_boot_flow_journaled_but_never_posted_is_posted_on_resume(self):
+        """The conductor running a multi-create request dies after
+        journaling the first boot flow and before posting its job: the
+        resumed post_boots posts that job (the flow was not "posted"
+        because it is in the journal), and both servers boot."""
+        self._die_around('nova.orc.jobboard.ZooKeeperJobBoard.post',
+                         after=False)
+        servers = self._boot_group()
+        self.assertEqual(1, len(self.died), self.died)
+        self.assertEqual('post', self.died[0][1])
+        self._check_group_active(servers)
+        conn = journal.JournalBackend().get_connection()
+        for server in servers:
+            flows = conn.list_flows(instance_uuid=server['id'])
+            self.assertEqual(1, len(flows), flows)
+            self.assertEqual(self.cell_mappings['cell1'].uuid,
+                             objects.InstanceMapping.get_by_instance_uuid(
+                                 self.ctxt, server['id']).cell_mapping.uuid)
+            self._check_build_request_gone(server['id'])
 
 
 def load_tests(loader, standard_tests, pattern):
