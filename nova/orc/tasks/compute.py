@@ -8,6 +8,7 @@ code for that step.
 
 from oslo_log import log as logging
 
+from nova import availability_zones
 from nova import objects
 from nova.orc.tasks import base
 
@@ -27,6 +28,11 @@ class ClaimHost(base.OrcTask):
     instance`` event starts, ``create.start`` notifications, a resource
     tracker claim on the node (host, node, NUMA, PCI), group policy check.
 
+    On an alternate host (a reschedule) the instance first takes the
+    availability zone of that host from its Selection, as stock
+    ``ComputeTaskManager.build_instances`` does (no API database up-call:
+    a cell conductor may have none).
+
     Returns ``{'host', 'node'}`` (:data:`names.CLAIM`).
 
     Revert: on that host, abort the claim, count a build failure on the
@@ -38,9 +44,11 @@ class ClaimHost(base.OrcTask):
     """
 
     def execute(self, context, flow_id, instance_uuid, cell_uuid, selection,
-                spec_with_mapping):
+                spec_with_mapping, host_list):
         sel = base.hydrate(objects.Selection, selection, context)
         cctxt, instance = base.get_instance(context, instance_uuid, cell_uuid)
+        if selection != host_list[0]:
+            self._take_alternate_zone(instance, sel)
         self.orc.compute_rpcapi.claim_resources(
             cctxt, sel.service_host, instance=instance, node=sel.nodename,
             limits=sel.limits.to_dict() if sel.limits else {},
@@ -48,6 +56,20 @@ class ClaimHost(base.OrcTask):
                                       spec_with_mapping, cctxt),
             job=self.job(flow_id))
         return {'host': sel.service_host, 'node': sel.nodename}
+
+    @staticmethod
+    def _take_alternate_zone(instance, sel):
+        """Stock ``build_instances`` on a reschedule: the instance's
+        availability zone is the alternate's, from its Selection (v1.1
+        field; without it, stock asks the API database)."""
+        if 'availability_zone' in sel:
+            zone = sel.availability_zone
+        else:
+            zone = availability_zones.get_host_availability_zone(
+                instance._context, sel.service_host)
+        if instance.availability_zone != zone:
+            instance.availability_zone = zone
+            instance.save()
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, selection,
                result=None, flow_failures=None, **kwargs):

@@ -9,6 +9,8 @@ OrcBootTestBase`), and asserts what stock records.
 
 from unittest import mock
 
+from oslo_db import exception as oslo_db_exc
+
 from nova.compute import instance_actions
 from nova.compute import task_states
 from nova import context as nova_context
@@ -163,6 +165,48 @@ class DeletedWhileFinishingTest(ParityTestBase):
         self.assertEqual([server['id']], deleted)
         self.assertIn(server['id'], unplugged)
         self.assertEqual({}, self._allocations(server['id']))
+
+
+class RescheduleZoneTest(ParityTestBase):
+    """A reschedule to a host of another availability zone while the API
+    database cannot be reached (upstream
+    ``regressions.test_bug_1781286``, which blocks the up-call inside
+    stock ``build_and_run_instance``): stock's ``build_instances`` gives
+    the instance the alternate's zone from its Selection."""
+
+    def test_alternate_zone_from_selection(self):
+        for host, zone in (('host1', 'az1'), ('host2', 'az2')):
+            agg = self._create_aggregate('agg-' + zone, zone)
+            self.api.add_host_to_aggregate(agg, host)
+        self._prefer_host1()
+        blocked = mock.patch('nova.objects.AggregateList.get_by_host',
+                             side_effect=oslo_db_exc.CantStartEngineError)
+        original = self.computes['host1'].driver.__class__.spawn
+
+        def spawn(driver, context, instance, *args, **kwargs):
+            if instance.host == 'host1':
+                # from the first failure on, no API database up-call works
+                blocked.start()
+                raise test.TestingException('spawn failed on host1')
+            return original(driver, context, instance, *args, **kwargs)
+        self.stub_out('nova.virt.fake.FakeDriver.spawn', spawn)
+        body = {'server': self._build_server(networks='none')}
+        server = self.api.post_server(body)
+        try:
+            self._wait_for_flow_end(server['id'])
+        finally:
+            blocked.stop()
+        server = self.api.get_server(server['id'])
+        self.assertEqual('ACTIVE', server['status'])
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        # shown from the host's aggregate; the record's zone is what the
+        # zone filter of the server list (and later moves) read
+        self.assertEqual('az2', server['OS-EXT-AZ:availability_zone'])
+        listed = self.api.get_servers(
+            search_opts={'availability_zone': 'az2'})
+        self.assertEqual([server['id']], [s['id'] for s in listed])
+        self.assertEqual([], self.api.get_servers(
+            search_opts={'availability_zone': 'az1'}))
 
 
 class BuriedInCell0Test(test_boot.OrcBootTestBase):

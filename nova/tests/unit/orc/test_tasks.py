@@ -493,7 +493,8 @@ class HostTasksTest(TaskTestBase):
         task = self.bound(compute.ClaimHost(name='claim_host'))
         sel = _selection().obj_to_primitive()
         result = task.execute(self.ctxt, uuids.flow, uuids.instance,
-                              uuids.cell1, sel, self.spec.obj_to_primitive())
+                              uuids.cell1, sel, self.spec.obj_to_primitive(),
+                              [sel])
         self.assertEqual({'host': 'host1', 'node': 'node1'}, result)
         kwargs = self.orc.compute_rpcapi.claim_resources.call_args[1]
         self.assertEqual({'flow_id': uuids.flow, 'atom': 'claim_host',
@@ -502,6 +503,27 @@ class HostTasksTest(TaskTestBase):
                     result=_failure(test.TestingException('no room')))
         kwargs = self.orc.compute_rpcapi.abort_claim.call_args[1]
         self.assertIn('no room', kwargs['reason'])
+
+    @mock.patch('nova.objects.Instance.save')
+    def test_claim_host_on_alternate_takes_its_zone(self, save):
+        # stock build_instances on a reschedule: the Selection's zone
+        first = _selection().obj_to_primitive()
+        sel = _selection(host='host2', node='node2', rp=uuids.rp2)
+        sel.availability_zone = 'az2'
+        self.instance.availability_zone = 'az1'
+        task = self.bound(compute.ClaimHost(name='claim_host'))
+        task.execute(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                     sel.obj_to_primitive(), self.spec.obj_to_primitive(),
+                     [first, sel.obj_to_primitive()])
+        self.assertEqual('az2', self.instance.availability_zone)
+        save.assert_called_once_with()
+        # the first host keeps the zone the record was created with
+        save.reset_mock()
+        self.instance.availability_zone = 'az1'
+        task.execute(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                     first, self.spec.obj_to_primitive(), [first])
+        self.assertEqual('az1', self.instance.availability_zone)
+        save.assert_not_called()
 
     def test_claim_host_revert_survives_unreachable_host(self):
         self.orc.compute_rpcapi.abort_claim.side_effect = (
