@@ -17,6 +17,19 @@ failing on every host, the conductor killed while undoing); plus
 once another conductor finished) and ``zookeeper-restart`` (ZooKeeper
 stopped and started while the spawn runs).
 
+With ``--with-neutron`` (or ``--neutron-only``) the neutron cases follow
+(``neutron ATOM WHEN [MODIFIER...]``): the matrix first runs ``tools/aio up
+--with-neutron`` (real neutron-server, ML2, a fake L2 agent) and creates a
+network ``crash-net``; each server boots with one port on it, created by
+nova, or with ``port`` a port the user created and passed as ``port=``.
+``restart-compute``: once the conductor died, the compute that ran the step
+is killed (SIGKILL) and started again (``tools/aio up``) before the resumed
+flow reaches it, so that its in-memory step records are gone. A neutron case
+is judged with the port checks of :mod:`check_leaks` too: exactly one port
+for an ACTIVE server, none for a failed one, bound to the server's host, no
+port of a server that is gone, the user's port kept and unbound after the
+server's delete (or its failed build).
+
 Prints ``PASS:``/``FAIL:`` per case, failover timings, and ``N passed, N
 failed``; exits 1 on a failure.
 """
@@ -38,9 +51,23 @@ TASKS = ['bury_on_failure', 'lock', 'schedule', 'create_record',
          'claim_allocation', 'claim_host', 'networks', 'block_devices',
          'spawn', 'finalize']
 REVERTS = ['spawn', 'claim_host', 'claim_allocation', 'create_record']
+#: words of a neutron case that are no part of its fault point
+MODIFIERS = ('port', 'restart-compute')
+NEUTRON_CASES = [
+    'neutron networks before',
+    'neutron networks after',
+    'neutron spawn during 1',
+    'neutron networks revert',
+    'neutron networks after port',
+    'neutron networks revert port',
+    'neutron networks after restart-compute',
+    'neutron networks after port restart-compute',
+]
+NETWORK = 'crash-net'
 
 
 def default_cases():
+    """The cases without neutron (servers booted with ``--nic none``)."""
     cases = []
     for task in TASKS:
         cases += ['%s before' % task, '%s after' % task]
@@ -62,6 +89,8 @@ class Matrix:
         self.image = self.conn.image.find_image('cirros-fake').id
         self.flavor = self.conn.compute.find_flavor('m1.nano').id
         self.passed = self.failed = 0
+        self.network_id = None      # crash-net, once neutron is up
+        self.preexisting = set()    # problems found before the neutron part
 
     # ------------------------------------------------------------ helpers
     def _log(self, msg):
@@ -79,12 +108,17 @@ class Matrix:
             time.sleep(0.5)
         return self.conn.compute.get_server(server_id)
 
-    def _settled(self, timeout=60):
+    def _settled(self, timeout=60, **port_checks):
         """check_leaks problems once the deployment settled (flows end just
-        after the server's state), or the last problems seen."""
+        after the server's state), or the last problems seen;
+        ``port_checks``: :func:`check_leaks.problems`' ``expected_ports``
+        and ``user_ports``. Problems seen before the neutron part began are
+        left out."""
         deadline = time.monotonic() + timeout
         while True:
-            found = check_leaks.problems(check_leaks.state(self.state))
+            found = [p for p in check_leaks.problems(
+                check_leaks.state(self.state), **port_checks)
+                if p not in self.preexisting]
             if not found or time.monotonic() > deadline:
                 return found
             time.sleep(1)
@@ -126,6 +160,21 @@ class Matrix:
             "ORDER BY created_at DESC" % server_id))
         return json.loads(rows[0][0])['meta'] if rows else {}
 
+    def _flow_end(self, server_id, timeout=240):
+        """The server once its boot flow ended (SUCCESS, REVERTED or
+        FAILURE), or as it is when ``timeout`` passed: its status alone can
+        pass through ERROR on the way (a restarted compute puts the
+        instances it was building in ERROR before the flow goes on)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = check_leaks._rows(self._journal_url(), (
+                "SELECT state FROM orc_flow_details WHERE instance_uuid = "
+                "'%s' ORDER BY created_at DESC" % server_id))
+            if rows and rows[0][0] in ('SUCCESS', 'REVERTED', 'FAILURE'):
+                break
+            time.sleep(0.5)
+        return self._server_end(server_id, timeout=30)
+
     def _journal_url(self):
         nova = check_leaks._conf(os.path.join(self.state, 'etc', 'nova',
                                               'nova.conf'))
@@ -147,10 +196,17 @@ class Matrix:
 
     # -------------------------------------------------------------- cases
     def run_case(self, case):
+        """Run one case (see the module's docstring), print PASS or FAIL."""
         for path in (self.fault, self.fault + '.fired', self.fail_spawn):
             if os.path.exists(path):
                 os.unlink(path)
         words = case.split()
+        neutron = words[0] == 'neutron'
+        if neutron:
+            self._neutron_setup()
+            words = words[1:]
+        modifiers = [w for w in words if w in MODIFIERS]
+        words = [w for w in words if w not in MODIFIERS]
         expect = 'ACTIVE'
         if len(words) >= 2:
             if words[1] == 'revert':
@@ -160,24 +216,41 @@ class Matrix:
                     f.write('aio-compute1 aio-compute2\n')
                 expect = 'ERROR'
             with open(self.fault, 'w') as f:
-                f.write(case + '\n')
+                f.write(' '.join(words) + '\n')
+        networks, user_port = 'none', None
+        if neutron and 'port' in modifiers:
+            user_port = self.conn.network.create_port(
+                network_id=self.network_id,
+                name='crash-%s' % case.replace(' ', '-')).id
+            networks = [{'port': user_port}]
+        elif neutron:
+            networks = [{'uuid': self.network_id}]
         t0 = time.monotonic()
         server = self.conn.compute.create_server(
             name='crash-%s' % case.replace(' ', '-'), image_id=self.image,
-            flavor_id=self.flavor, networks='none')
+            flavor_id=self.flavor, networks=networks)
         problems = []
         if case == 'paused':
             problems += self._pause_during_spawn(server.id)
         elif case == 'zookeeper-restart':
             problems += self._restart_zookeeper_during_spawn(server.id)
-        end = self._server_end(server.id)
+        if 'restart-compute' in modifiers:
+            problems += self._restart_compute_after_fault(server.id)
+        end = (self._flow_end(server.id) if neutron else
+               self._server_end(server.id))
         took = time.monotonic() - t0
         problems.append(self._check(end.status == expect, 'server %s, not %s '
                                     '(fault: %s)' % (end.status, expect,
                                                      end.fault)))
+        port_checks = {}
+        if neutron:
+            # one port on crash-net while ACTIVE, none after a failed build
+            port_checks = {
+                'expected_ports': {server.id: 1 if expect == 'ACTIVE' else 0},
+                'user_ports': {user_port: server.id} if user_port else {}}
         # the flow ends after the server's state (killed after finalize:
         # the server is ACTIVE before another conductor resumes the flow)
-        problems += self._settled()
+        problems += self._settled(**port_checks)
         if len(words) >= 2:
             fired = os.path.exists(self.fault + '.fired')
             problems.append(self._check(fired, 'fault point never reached'))
@@ -190,7 +263,11 @@ class Matrix:
             os.unlink(self.fail_spawn)
         problems.append(self._check(self._delete(server.id),
                                     'server not deleted'))
-        problems += ['after delete: %s' % p for p in self._settled()]
+        port_checks.pop('expected_ports', None)
+        problems += ['after delete: %s' % p
+                     for p in self._settled(**port_checks)]
+        if user_port:
+            self.conn.network.delete_port(user_port, ignore_missing=True)
         problems = [p for p in problems if p]
         if problems:
             self.failed += 1
@@ -201,6 +278,79 @@ class Matrix:
             print('PASS: %s (%.1fs, %s)' % (case, took, end.status),
                   flush=True)
         self._revive()
+
+    def _neutron_running(self):
+        """The deployment was brought up with neutron and its neutron-api
+        runs (then nova's configuration has no stub in it)."""
+        try:
+            with open(os.path.join(self.state, 'aio.env')) as f:
+                if 'WITH_NEUTRON=1' not in f.read().split():
+                    return False
+            with open(os.path.join(self.state, 'pids',
+                                   'neutron-api.pid')) as f:
+                os.kill(int(f.read().strip()), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def _neutron_setup(self):
+        """Once: ``tools/aio up --with-neutron`` unless neutron runs
+        already, a fresh admin connection (the catalog now has the network
+        service) and the network ``crash-net`` with a subnet."""
+        if self.network_id:
+            return
+        t0 = time.monotonic()
+        if not self._neutron_running():
+            log = os.path.join(self.state, 'logs',
+                               'crash-matrix-neutron-up.log')
+            self._log('tools/aio up --with-neutron (output in %s)' % log)
+            with open(log, 'a') as out:
+                subprocess.run([self.args.aio, 'up', '--with-neutron'],
+                               check=True, stdout=out,
+                               stderr=subprocess.STDOUT)
+        self.conn = check_leaks.admin_connection(
+            self.state, compute_api_version='2.latest')
+        net = self.conn.network.find_network(NETWORK)
+        if net is None:
+            net = self.conn.network.create_network(name=NETWORK)
+            self.conn.network.create_subnet(
+                network_id=net.id, name=NETWORK + '-subnet', ip_version=4,
+                cidr='10.78.0.0/24')
+        self.network_id = net.id
+        self.preexisting = set(check_leaks.problems(
+            check_leaks.state(self.state)))
+        for line in sorted(self.preexisting):
+            self._log('NOTE: left before the neutron cases (not judged): %s'
+                      % line)
+        self._log('neutron up, network %s (%.0fs)' % (
+            net.id, time.monotonic() - t0))
+
+    def _restart_compute_after_fault(self, server_id):
+        """As soon as the conductor died at its fault point, SIGKILL the
+        compute the server is on and start it again (``tools/aio up``): the
+        resumed flow's call waits in the compute's queue, and the compute
+        that answers it has no record of the step's first run."""
+        fired = self.fault + '.fired'
+        deadline = time.monotonic() + 120
+        while not os.path.exists(fired) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not os.path.exists(fired):
+            return ['fault point never reached']
+        host = self.conn.compute.get_server(server_id).compute_host or ''
+        name = 'nova-compute' + host.replace('aio-compute', '')
+        try:
+            with open(os.path.join(self.state, 'pids', name + '.pid')) as f:
+                pid = int(f.read().strip())
+        except (OSError, ValueError):
+            return ['no pid of %s (server on %r)' % (name, host)]
+        os.killpg(pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        self._log('SIGKILL %s (process group %d); tools/aio up' % (name, pid))
+        subprocess.run([self.args.aio, 'up'], check=True,
+                       stdout=subprocess.DEVNULL)
+        self._log('%s started again, %.0fs after its kill' % (
+            name, time.monotonic() - t0))
+        return []
 
     def _running_conductor(self, server_id):
         meta = self._flow_meta(server_id)
@@ -304,13 +454,22 @@ def main(argv=None):
     parser.add_argument('--bench', type=int, metavar='KILLS',
                         help='measure failover times instead')
     parser.add_argument('--session-timeout', type=float, default=2.0)
+    parser.add_argument('--with-neutron', action='store_true',
+                        help='the neutron cases too, after the others')
+    parser.add_argument('--neutron-only', action='store_true',
+                        help='the neutron cases only')
     parser.add_argument('cases', nargs='*', help='default: all')
     args = parser.parse_args(argv)
     matrix = Matrix(args)
     if args.bench:
         bench(matrix, args.bench, args.session_timeout)
         return 0
-    cases = args.cases or default_cases()
+    cases = args.cases
+    if not cases:
+        cases = [] if args.neutron_only else default_cases()
+        if args.with_neutron or args.neutron_only:
+            cases += NEUTRON_CASES
+    t0 = time.monotonic()
     print('crash matrix: %d cases' % len(cases), flush=True)
     for case in cases:
         matrix._log('case: %s' % case)
@@ -324,6 +483,7 @@ def main(argv=None):
                 matrix._revive()
             except Exception:
                 pass
+    matrix._log('%d cases in %.0fs' % (len(cases), time.monotonic() - t0))
     print('%d passed, %d failed' % (matrix.passed, matrix.failed))
     return 1 if matrix.failed else 0
 
