@@ -15,7 +15,10 @@ How an operation runs (doc/source/architecture.rst, section 4):
    the journal: the factory in TaskFlow's ``meta['factory']`` form, the
    flow's inputs (``meta['store']``) and the secret-free request context.
    Secrets stay in this process's memory. Then it posts a job naming the
-   flow on the board.
+   flow on the board (:meth:`Orchestrator.post_job`). A conductor that died
+   in between left a journaled flow with no job: every
+   :data:`ORPHAN_SCAN_INTERVAL` seconds one live conductor posts the job of
+   such a flow (:meth:`Orchestrator.adopt_orphans`).
 2. The conductor loop of every orchestrator watches the board and claims
    jobs: its own at once, others' only when their poster is gone (a job
    left unclaimed by a dead conductor). The claim's fencing token goes with
@@ -36,6 +39,7 @@ How an operation runs (doc/source/architecture.rst, section 4):
 """
 
 import contextlib
+import datetime
 import threading
 import time
 
@@ -85,6 +89,12 @@ FAILED_JOB_BACKOFF = 30.0
 #: seconds between two attempts to tell, after a run, whether its claim is
 #: still ours while ZooKeeper is unreachable
 CLAIM_RECHECK_INTERVAL = 5.0
+#: seconds between two scans of the journal for flows without a job (their
+#: poster died between journaling them and posting the job)
+ORPHAN_SCAN_INTERVAL = 60.0
+#: seconds a journaled flow must be old before it can be taken for an
+#: orphan, on top of its poster being gone
+ORPHAN_MIN_AGE = 30.0
 
 #: flow states after which a job is consumed and its locks released
 ENDED = (states.SUCCESS, states.REVERTED)
@@ -364,7 +374,8 @@ class Orchestrator:
         flow_detail.meta.update({
             'operation': module.NAME, 'version': module.VERSION,
             'instance_uuid': instance_uuid, 'display_name': display_name,
-            'conductor': CONF.host, 'request_id': context.request_id,
+            'conductor': CONF.host, 'posted_by': self.owner,
+            'request_id': context.request_id,
             'context': journal_context(context), 'claims': 0,
             'secrets_given': any(transient.values()),
             'sealed_secrets': secrets.seal(transient),
@@ -377,16 +388,78 @@ class Orchestrator:
                                             **{names.CONTEXT: context})
             self._handoffs[flow_id] = threading.Event()
         try:
-            self.board.post(flow_id, book, {
-                'operation': module.NAME, 'instance_uuid': instance_uuid,
-                'book': book.uuid, 'posted_by': self.owner})
+            self.post_job(flow_detail, book)
         except Exception:
             with self._lock:
                 self._transient.pop(flow_id, None)
                 self._handoffs.pop(flow_id, None)
-            self._end_unposted(flow_detail)
+            self.end_unposted(flow_detail)
             raise
         return flow_id
+
+    def post_job(self, flow_detail, book):
+        """Post the job of a journaled flow on the board, this conductor
+        its poster (the one place a flow's job is posted from).
+
+        :param flow_detail: the flow's ``FlowDetail`` (its meta names the
+            operation and instance)
+        :param book: the ``LogBook`` the flow detail is journaled in
+        :raises nova.orc.exception.CoordinationUnavailable: board
+            unreachable
+        """
+        meta = flow_detail.meta
+        self.board.post(flow_detail.uuid, book, {
+            'operation': meta['operation'],
+            'instance_uuid': meta['instance_uuid'], 'book': book.uuid,
+            'posted_by': self.owner})
+
+    def adopt_orphans(self):
+        """Post the jobs of journaled flows that have none: their poster
+        died between journaling a flow and posting its job (an RPC handler,
+        or a multi-create's ``post_boots``), so nothing would ever run them
+        and the server would stay in BUILD. A flow is an orphan when it has
+        not ended, is not quarantined, is older than
+        :data:`ORPHAN_MIN_AGE` seconds, its poster conductor is gone and no
+        job names it. One conductor at a time adopts (a ZooKeeper lock);
+        with ``memory://`` there is nothing to adopt from (one process).
+
+        :returns: list of the flow ids whose job was posted
+        """
+        if not self.board.durable:
+            return []
+        with self.board.exclusive('orphans') as mine:
+            if not mine:
+                return []
+            with contextlib.closing(self.backend.get_connection()) as conn:
+                cutoff = timeutils.utcnow() - datetime.timedelta(
+                    seconds=ORPHAN_MIN_AGE)
+                candidates = [
+                    f for f in conn.list_flows(unended=True,
+                                               created_before=cutoff)
+                    if not f['meta'].get('quarantined') and
+                    not self.board.is_alive(f['meta'].get('posted_by'))]
+                if not candidates:
+                    return []
+                with_job = {job['flow_id']
+                            for job in self.board.list_jobs()}
+                adopted = []
+                for flow in candidates:
+                    if flow['uuid'] in with_job:
+                        continue
+                    # read again after the board: a flow that ended
+                    # meanwhile had its job consumed
+                    flow_detail = conn.get_flow_details(flow['uuid'],
+                                                        lazy=True)
+                    if flow_detail.state in ENDED:
+                        continue
+                    LOG.warning('Flow %s (%s of instance %s) was journaled '
+                                'but its job never posted (its conductor '
+                                'died): posting it', flow['uuid'],
+                                flow['name'], flow['instance_uuid'])
+                    self.post_job(flow_detail, conn.get_logbook(
+                        flow['logbook_uuid'], lazy=True))
+                    adopted.append(flow['uuid'])
+                return adopted
 
     def wait_for_handoff(self, flow_id, timeout):
         """Wait until flow ``flow_id`` (posted here) passed the atom after
@@ -415,7 +488,7 @@ class Orchestrator:
         if event is not None:
             event.set()
 
-    def _end_unposted(self, flow_detail):
+    def end_unposted(self, flow_detail):
         """A flow journaled but never posted ends REVERTED (it did
         nothing), so that no tool reports it as pending."""
         flow_detail.state = states.REVERTED
@@ -428,13 +501,19 @@ class Orchestrator:
     # ---------------------------------------------------- conductor loop
     def _conductor_loop(self):
         """Claim jobs while running: woken by the board, or every
-        :data:`JOB_SCAN_INTERVAL` seconds."""
+        :data:`JOB_SCAN_INTERVAL` seconds; adopt orphan flows every
+        :data:`ORPHAN_SCAN_INTERVAL` seconds."""
+        last_orphan_scan = time.monotonic()
         while not self._stopping.is_set():
             self.board.changed.wait(JOB_SCAN_INTERVAL)
             self.board.changed.clear()
             if self._stopping.is_set():
                 break
             try:
+                if time.monotonic() - last_orphan_scan >= \
+                        ORPHAN_SCAN_INTERVAL:
+                    last_orphan_scan = time.monotonic()
+                    self.adopt_orphans()
                 self._claim_jobs()
             except Exception:
                 LOG.exception('nova-orc conductor %s: claiming jobs failed',

@@ -27,6 +27,7 @@ name: two conductor workers of one host must not consume each other's
 claims.
 """
 
+import contextlib
 import itertools
 import os
 import threading
@@ -77,10 +78,26 @@ class JobBoard:
         (:func:`conductor_name`)
     """
 
+    #: jobs outlive the process that posted them (conductors of other
+    #: processes see them): a conductor may adopt a dead one's flows
+    durable = False
+
     def __init__(self, owner):
         self.owner = owner
         #: set when there may be claimable work (a post, a claim released)
         self.changed = threading.Event()
+
+    @contextlib.contextmanager
+    def exclusive(self, name):
+        """Try to be the only conductor doing ``name`` now (e.g. a scan
+        every conductor runs, that one at a time is enough to run); does
+        not wait.
+
+        :param name: str
+        :returns: a context manager giving True when this conductor holds
+            it until the block ends, False when another does
+        """
+        yield True
 
     def connect(self, as_conductor=True):
         """Start watching the board.
@@ -286,6 +303,30 @@ class ZooKeeperJobBoard(JobBoard):
         ``<base>/.trash``: one board per chroot)
     """
 
+    durable = True
+
+    @contextlib.contextmanager
+    def exclusive(self, name):
+        """A kazoo ``Lock`` recipe (ephemeral: gone with a dead holder's
+        session) under ``<chroot>/exclusive/<name>``, tried without
+        waiting; see :meth:`JobBoard.exclusive`."""
+        lock = self.coordinator.client.Lock(
+            '%s/exclusive/%s' % (self.coordinator.base, name), self.owner)
+        try:
+            held = lock.acquire(blocking=False)
+        except kazoo_exc.KazooException as e:
+            LOG.info('Could not try the %s lock: %s', name, e)
+            held = False
+        try:
+            yield held
+        finally:
+            if held:
+                try:
+                    lock.release()
+                except kazoo_exc.KazooException as e:
+                    # its node goes with our session at the latest
+                    LOG.info('Could not release the %s lock: %s', name, e)
+
     def __init__(self, owner, coordinator):
         super().__init__(owner)
         self.coordinator = coordinator
@@ -416,6 +457,8 @@ class ZooKeeperJobBoard(JobBoard):
         return job.details.get('flow_id'), job.details.get('posted_by')
 
     def is_alive(self, owner):
+        if not owner:
+            return False
         alive = self._alive
         if alive is not None:
             # what the watch last saw; a conductor that just went is seen

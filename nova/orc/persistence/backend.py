@@ -918,16 +918,26 @@ class JournalConnection(base.Connection):
         return row.state if row else None
 
     # ------------------------------------------- queries for the operator
-    def list_flows(self, instance_uuid=None, flow_uuid=None, limit=None):
+    def list_flows(self, instance_uuid=None, flow_uuid=None, limit=None,
+                   unended=False, created_before=None):
         """Flow rows (newest first) as dicts: uuid, logbook_uuid, name,
         state, instance_uuid, meta, created_at, updated_at; optionally only
-        those of one instance or the one flow."""
+        those of one instance or the one flow, only those that have not
+        ended (``unended``: neither SUCCESS nor REVERTED, a flow never run
+        included), only those created before ``created_before`` (naive UTC
+        datetime)."""
         fd = tables.flow_details
         query = sa.select(fd).order_by(fd.c.created_at.desc())
         if instance_uuid:
             query = query.where(fd.c.instance_uuid == instance_uuid)
         if flow_uuid:
             query = query.where(fd.c.uuid == flow_uuid)
+        if unended:
+            query = query.where(sa.or_(
+                fd.c.state.is_(None),
+                fd.c.state.notin_([states.SUCCESS, states.REVERTED])))
+        if created_before is not None:
+            query = query.where(fd.c.created_at < created_before)
         if limit:
             query = query.limit(limit)
         with self._engine().connect() as conn:

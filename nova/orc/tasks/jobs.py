@@ -67,7 +67,7 @@ class PostBootFlows(base.OrcTask):
                 except Exception as exc:
                     LOG.exception('Could not post the job of the boot flow',
                                   instance_uuid=uuid)
-                    self.orc._end_unposted(jobless[uuid][0])
+                    self.orc.end_unposted(jobless[uuid][0])
                     self._fail(context, uuid, spec, exc,
                                block_device_mapping, tags)
                 continue
@@ -123,9 +123,7 @@ class PostBootFlows(base.OrcTask):
         LOG.info('Resumed flow: boot flow %s was journaled but its job was '
                  'never posted; posting it', flow_detail.uuid,
                  instance_uuid=instance_uuid)
-        self.orc.board.post(flow_detail.uuid, book, {
-            'operation': boot.NAME, 'instance_uuid': instance_uuid,
-            'book': book.uuid, 'posted_by': self.orc.owner})
+        self.orc.post_job(flow_detail, book)
 
     def _fail(self, context, instance_uuid, spec, exc, block_device_mapping,
               tags):

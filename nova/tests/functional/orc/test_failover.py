@@ -21,6 +21,7 @@ from nova.orc.compute import manager as orc_compute
 from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
+from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
@@ -182,6 +183,37 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self._computes_restart_on_death()
         server = self._boot_and_check(networks=[{'port': port_id}])
         self._check_one_port(server, port_id=port_id)
+
+    # ------------------------------------ journaled, but its job never posted
+    def test_flow_journaled_whose_job_was_never_posted_is_adopted(self):
+        """The conductor handling the create request dies between
+        journaling the boot flow and posting its job: no job names the
+        flow, so no claim would ever run it. The other conductor adopts it
+        (posts its job) and the server goes ACTIVE."""
+        self.stub_out('nova.orc.engine.ORPHAN_SCAN_INTERVAL', 0.5)
+        self.stub_out('nova.orc.engine.ORPHAN_MIN_AGE', 0)
+        original = jobboard.ZooKeeperJobBoard.post
+        test = self
+
+        def post(board, flow_id, book, details):
+            if not test.died:
+                # the poster dies here: its session ends, no job is posted
+                test.died.append((board.owner, 'post'))
+                board.coordinator.client.stop()
+                return
+            return original(board, flow_id, book, details)
+        self.stub_out('nova.orc.jobboard.ZooKeeperJobBoard.post', post)
+        server = self._create_server(networks='none')
+        self.assertEqual('ACTIVE', server['status'])
+        flow, _atoms = self._journal(server['id'])
+        self.assertEqual('SUCCESS', flow['state'])
+        # journaled by the conductor that died, claimed once: by the other
+        self.assertEqual(self.died[0][0], flow['meta']['posted_by'])
+        self.assertEqual(1, flow['meta']['claims'])
+        guests = [u for c in self.computes.values()
+                  for u in c.driver.list_instance_uuids()]
+        self.assertEqual([server['id']], guests)
+        self.assertEqual([], self.orc.coordinator().list_locks())
 
     # -------------------------------------------------- what a resume refuses
     def _boot_to_error(self):
