@@ -192,6 +192,18 @@ class JobRun:
             raise orc_exc.JobAborted(flow_id=self.claim.flow_id,
                                      reason=self.abort_reason)
 
+    def ensure_owned(self):
+        """Before a write that no fencing token guards (placement): the
+        claim is still ours, asked of the board now (a ZooKeeper read).
+
+        :raises nova.orc.exception.ClaimLost: it is not
+        :raises nova.orc.exception.CoordinationUnavailable: it cannot be
+            told now
+        """
+        if self.lost or not self.orchestrator.board.still_owned(self.claim):
+            self.lost = True
+            raise orc_exc.ClaimLost(flow_id=self.claim.flow_id)
+
     def suspend(self, why):
         """Stop starting atoms (the claim is lost or the conductor stops);
         the atoms running finish, then the engine ends SUSPENDED."""

@@ -61,6 +61,15 @@ class JobAborted(exception.NovaException):
     msg_fmt = _('Flow %(flow_id)s aborted: %(reason)s')
 
 
+class ClaimLost(exception.NovaException):
+    """The job's claim is no longer this conductor's (its session ended:
+    another conductor may run the flow now), so the step refused to act on
+    a system that cannot check a fencing token itself (placement)."""
+
+    msg_fmt = _('Flow %(flow_id)s: the job claim of this conductor is '
+                'lost; not acting any more')
+
+
 class JournalNotFound(exception.NotFound):
     """No flow journal entry matches the given instance or flow."""
     msg_fmt = _('No flow found for %(ref)s')

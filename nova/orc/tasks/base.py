@@ -144,6 +144,23 @@ class OrcTask(task.Task):
         (:class:`nova.orc.exception.JobAborted`): the flow reverts."""
         self.run.check_not_aborted()
 
+    def delete_allocations(self, context, consumer_uuid):
+        """Delete the consumer's placement allocations (``force``: whatever
+        their generation; stock ``delete_allocation_for_instance``), only
+        while the job's claim is still this conductor's, asked of ZooKeeper
+        right before: placement knows no fencing token, and a conductor
+        that lost the job (paused past its session) must not delete the
+        allocation of the conductor that took the job over.
+
+        :param consumer_uuid: str, the instance uuid
+        :raises nova.orc.exception.ClaimLost: the claim is lost
+        :raises nova.orc.exception.CoordinationUnavailable: it cannot be
+            told now
+        """
+        self.run.ensure_owned()
+        self.manager.report_client.delete_allocation_for_instance(
+            context, consumer_uuid, force=True)
+
     def job(self, flow_id):
         """The idempotency and fencing key sent to host-side steps:
         ``{'flow_id', 'atom', 'token'}``; ``token`` is the job claim's

@@ -37,6 +37,7 @@ NOT_RESCHEDULED = (exception.BuildAbortException,
                    orc_exc.BuildRequestGone,
                    orc_exc.JobAborted,
                    orc_exc.StaleFencingToken,
+                   orc_exc.ClaimLost,
                    orc_exc.ResourceLocked)
 
 

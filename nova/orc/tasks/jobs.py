@@ -128,8 +128,7 @@ class PostBootFlows(base.OrcTask):
     def _fail(self, context, instance_uuid, spec, exc, block_device_mapping,
               tags):
         """Stock's end state for one instance whose flow could not start."""
-        self.manager.report_client.delete_allocation_for_instance(
-            context, instance_uuid, force=True)
+        self.delete_allocations(context, instance_uuid)
         try:
             build_request = objects.BuildRequest.get_by_instance_uuid(
                 context, instance_uuid)

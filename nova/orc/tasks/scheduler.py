@@ -49,8 +49,7 @@ class Schedule(base.OrcTask):
                 LOG.info('Resumed flow: deleting the allocations of an '
                          'earlier scheduling before scheduling again',
                          instance_uuid=instance_uuid)
-                client.delete_allocation_for_instance(
-                    context, instance_uuid, force=True)
+                self.delete_allocations(context, instance_uuid)
         spec = base.hydrate(objects.RequestSpec, request_spec, context)
         host_lists = self.manager._schedule_instances(
             context, spec, [instance_uuid], return_alternates=True)
@@ -61,8 +60,7 @@ class Schedule(base.OrcTask):
         if (isinstance(result, tf_failure.Failure) and
                 not self.run.resumed and not preselected_hosts):
             return
-        self.manager.report_client.delete_allocation_for_instance(
-            context, instance_uuid, force=True)
+        self.delete_allocations(context, instance_uuid)
 
 
 class ScheduleGroup(base.OrcTask):
@@ -91,8 +89,7 @@ class ScheduleGroup(base.OrcTask):
                         context, instance_uuid).get('allocations'):
                     LOG.info('Resumed flow: deleting the allocations of an '
                              'earlier scheduling', instance_uuid=instance_uuid)
-                    client.delete_allocation_for_instance(
-                        context, instance_uuid, force=True)
+                    self.delete_allocations(context, instance_uuid)
         spec = base.hydrate(objects.RequestSpec, request_specs[0], context)
         host_lists = self.manager._schedule_instances(
             context, spec, instance_uuids, return_alternates=True)
@@ -103,8 +100,7 @@ class ScheduleGroup(base.OrcTask):
         if isinstance(result, tf_failure.Failure) and not self.run.resumed:
             return
         for instance_uuid in instance_uuids:
-            self.manager.report_client.delete_allocation_for_instance(
-                context, instance_uuid, force=True)
+            self.delete_allocations(context, instance_uuid)
 
 
 class HostRetry(retry.ParameterizedForEach):
@@ -158,8 +154,7 @@ class ClaimAllocation(base.OrcTask):
             context, instance_uuid).get('allocations') or {}
         if sel.compute_node_uuid not in allocs:
             if allocs:
-                client.delete_allocation_for_instance(
-                    context, instance_uuid, force=True)
+                self.delete_allocations(context, instance_uuid)
             alloc_req = jsonutils.loads(sel.allocation_request)
             if not scheduler_utils.claim_resources(
                     context, client, spec, instance_uuid, alloc_req,
@@ -171,5 +166,4 @@ class ClaimAllocation(base.OrcTask):
         return spec.obj_to_primitive()
 
     def revert(self, context, instance_uuid, **kwargs):
-        self.manager.report_client.delete_allocation_for_instance(
-            context, instance_uuid, force=True)
+        self.delete_allocations(context, instance_uuid)

@@ -23,6 +23,7 @@ from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
 from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
+from nova.orc.tasks import base as task_base
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
 
@@ -183,6 +184,65 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self._computes_restart_on_death()
         server = self._boot_and_check(networks=[{'port': port_id}])
         self._check_one_port(server, port_id=port_id)
+
+    # ------------------------------- writes no fencing token can guard
+    def test_lost_conductor_does_not_delete_the_new_owners_allocation(self):
+        """Conductor A pauses right before undoing claim_allocation (the
+        first host's claim failed) until its session is gone and B has
+        resumed the flow and finished the boot on the alternate. When A goes
+        on, its placement delete (which no fencing token guards) is refused
+        with ClaimLost: the ACTIVE server keeps its allocation."""
+        self._prefer_host1()
+        self.flags(max_attempts=2, group='scheduler')
+        claim_resources = orc_rpcapi.OrcComputeAPI.claim_resources
+
+        def claim_fails_on_host1(api, ctxt, host, *args, **kwargs):
+            if host == 'host1':
+                raise exception.ComputeResourcesUnavailable(reason='test')
+            return claim_resources(api, ctxt, host, *args, **kwargs)
+        self.stub_out(HOST_API + '.claim_resources', claim_fails_on_host1)
+        release = threading.Event()
+        self.addCleanup(release.set)
+        paused = []
+        pre_revert = task_base.OrcTask.pre_revert
+        test = self
+
+        def pause_before_undo(task, *args, **kwargs):
+            if task.name == 'claim_allocation' and not paused:
+                orchestrator = [o for o in test._orchestrators()
+                                if o._runs][0]
+                paused.append(orchestrator)
+                test.died.append((orchestrator.owner, 'paused'))
+                # its session ends: the other conductor takes the job over
+                orchestrator.coordinator.client.stop()
+                release.wait(60)
+            return pre_revert(task, *args, **kwargs)
+        self.stub_out('nova.orc.tasks.base.OrcTask.pre_revert',
+                      pause_before_undo)
+        deletes = []
+        delete = task_base.OrcTask.delete_allocations
+
+        def counted_delete(task, *args, **kwargs):
+            try:
+                return delete(task, *args, **kwargs)
+            except orc_exc.ClaimLost as e:
+                deletes.append(e)
+                raise
+        self.stub_out('nova.orc.tasks.base.OrcTask.delete_allocations',
+                      counted_delete)
+        server = self._create_server(networks='none')
+        self.assertEqual('ACTIVE', server['status'])
+        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        release.set()   # A goes on with its undo
+        deadline = time.monotonic() + 20
+        while paused[0]._runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual({}, paused[0]._runs)
+        self.assertEqual(1, len(deletes), deletes)
+        self.assertEqual({'VCPU': 1, 'MEMORY_MB': 512, 'DISK_GB': 1},
+                         self._usages('host2'))
+        self.assertIn(self._get_provider_uuid_by_host('host2'),
+                      self._allocations(server['id']))
 
     # ------------------------------------ journaled, but its job never posted
     def test_flow_journaled_whose_job_was_never_posted_is_adopted(self):
