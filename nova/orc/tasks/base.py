@@ -7,6 +7,7 @@ a JSON-serialisable primitive. Every task docstring states what it changes
 and its revert strategy.
 """
 
+import contextlib
 import copy
 import threading
 
@@ -160,6 +161,22 @@ class OrcTask(task.Task):
         self.run.ensure_owned()
         self.manager.report_client.delete_allocation_for_instance(
             context, consumer_uuid, force=True)
+
+    def with_boot_flows(self, instance_uuids):
+        """The instances of a multi-create request that have a boot flow of
+        their own in the journal (posted by ``post_boots``): from then on
+        their allocation, records and end state are that flow's business,
+        not the group flow's, even when the group flow reverts.
+
+        :param instance_uuids: list of str
+        :returns: set of str
+        """
+        # here, not at the top: the flows package imports the tasks
+        from nova.orc.flows import names
+        with contextlib.closing(self.orc.backend.get_connection()) as conn:
+            return {uuid for uuid in instance_uuids
+                    if any(flow['name'] == names.BOOT for flow in
+                           conn.list_flows(instance_uuid=uuid))}
 
     def job(self, flow_id):
         """The idempotency and fencing key sent to host-side steps:

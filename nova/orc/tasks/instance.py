@@ -114,8 +114,10 @@ class BuryGroupInCell0OnFailure(base.OrcTask):
     Revert (the group's scheduling failed: ``NoValidHost``, a conductor
     that cannot reach the scheduler): stock
     ``ComputeTaskManager._bury_in_cell0`` for every instance of the request
-    whose build request still exists - created in cell0 in ERROR with a
-    fault and a failed ``create`` action, the build requests destroyed.
+    whose build request still exists and that has no boot flow of its own
+    yet (one that has gets its end state from that flow) - created in cell0
+    in ERROR with a fault and a failed ``create`` action, the build
+    requests destroyed.
     Instances whose build request the user deleted meanwhile lose their
     orphan instance mapping (as :class:`BuryInCell0OnFailure`).
     """
@@ -127,7 +129,11 @@ class BuryGroupInCell0OnFailure(base.OrcTask):
                block_device_mapping, tags, flow_failures=None, **kwargs):
         exc = base.flow_failure(None, flow_failures)
         build_requests = []
+        posted = self.with_boot_flows(instance_uuids)
         for instance_uuid in instance_uuids:
+            if instance_uuid in posted:
+                # its boot flow gives it its end state
+                continue
             mapping = _instance_mapping(context, instance_uuid)
             if mapping is None or mapping.cell_mapping is not None:
                 continue

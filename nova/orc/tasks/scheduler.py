@@ -76,9 +76,11 @@ class ScheduleGroup(base.OrcTask):
     Idempotent: in a resumed job, allocations an earlier run made (its
     result was lost with its conductor) are deleted before scheduling again.
 
-    Revert: delete every instance's allocations (``force``); when this run
-    failed, only if it is a resume (an earlier run's claims may be there:
-    an abort stops the resumed run before it deletes them).
+    Revert: delete the allocations (``force``) of every instance that has
+    no boot flow of its own yet (one that has holds its allocation: it is
+    running, or ended with it); when this run failed, only if it is a
+    resume (an earlier run's claims may be there: an abort stops the
+    resumed run before it deletes them).
     """
 
     def execute(self, context, instance_uuids, request_specs):
@@ -99,7 +101,11 @@ class ScheduleGroup(base.OrcTask):
     def revert(self, context, instance_uuids, result=None, **kwargs):
         if isinstance(result, tf_failure.Failure) and not self.run.resumed:
             return
+        posted = self.with_boot_flows(instance_uuids)
         for instance_uuid in instance_uuids:
+            if instance_uuid in posted:
+                # its boot flow holds the allocation now
+                continue
             self.delete_allocations(context, instance_uuid)
 
 

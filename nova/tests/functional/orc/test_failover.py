@@ -481,6 +481,38 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
             self.assertEqual(1, len(conn.list_flows(
                 instance_uuid=server['id'])))
 
+    def test_multi_create_group_revert_leaves_posted_boots_alone(self):
+        """The group flow dies after posting the first instance's boot flow
+        and its resume is aborted (past [orc] max_resumes): the group
+        reverts. The instance whose boot flow was posted belongs to that
+        flow (it goes ACTIVE with its allocation); only the other is
+        buried in cell0, its allocation deleted."""
+        self.flags(max_resumes=0, group='orc')
+        self._die_around('nova.orc.engine.Orchestrator.post', after=True)
+        servers = self._boot_group()
+        self.assertEqual('REVERTED', self._group_flow()['state'])
+        conn = journal.JournalBackend().get_connection()
+        posted = [s for s in servers
+                  if conn.list_flows(instance_uuid=s['id'])]
+        self.assertEqual(1, len(posted), posted)
+        others = [s for s in servers if s is not posted[0]]
+        active = self._wait_for_state_change(posted[0], 'ACTIVE')
+        flow, _atoms = self._journal(active['id'])
+        self.assertEqual('SUCCESS', flow['state'])
+        host = active['OS-EXT-SRV-ATTR:host']
+        self.assertIn(self._get_provider_uuid_by_host(host),
+                      self._allocations(active['id']))
+        buried = self._wait_for_state_change(others[0], 'ERROR')
+        self.assertIn('resumed 1 times', buried['fault']['message'])
+        mapping = objects.InstanceMapping.get_by_instance_uuid(
+            self.ctxt, buried['id'])
+        self.assertEqual(objects.CellMapping.CELL0_UUID,
+                         mapping.cell_mapping.uuid)
+        self.assertEqual({}, self._allocations(buried['id']))
+        self.assertEqual(1, sum(self._usages(h)['VCPU']
+                                for h in ('host1', 'host2')))
+        self.assertEqual([], self.orc.coordinator().list_locks())
+
     def test_multi_create_scheduling_failure_buries_all_in_cell0(self):
         self.stub_out(
             'nova.scheduler.client.query.SchedulerQueryClient.'
