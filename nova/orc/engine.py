@@ -425,6 +425,28 @@ class Orchestrator:
             'instance_uuid': meta['instance_uuid'], 'book': book.uuid,
             'posted_by': self.owner})
 
+    def release_leftover_locks(self):
+        """Release the locks of flows that ended (SUCCESS or REVERTED) but
+        could not release them then (ZooKeeper unreachable as the flow
+        ended: its result stands and its job is consumed). A later acquire
+        of the same resource breaks such a lock anyway; this removes the
+        ones nothing else would ask for again (a deleted server's).
+
+        :returns: list of the flow ids whose locks were released
+        """
+        by_owner = {}
+        for lock in self.coordinator.list_locks():
+            by_owner.setdefault(lock.get('owner'), []).append(
+                (lock['kind'], lock['id']))
+        released = []
+        for owner, resources in by_owner.items():
+            if owner and self.flow_ended(owner):
+                LOG.warning('Releasing %d lock(s) left by ended flow %s: %s',
+                            len(resources), owner, resources)
+                self.coordinator.release(owner, resources)
+                released.append(owner)
+        return released
+
     def adopt_orphans(self):
         """Post the jobs of journaled flows that have none: their poster
         died between journaling a flow and posting its job (an RPC handler,
@@ -432,46 +454,45 @@ class Orchestrator:
         and the server would stay in BUILD. A flow is an orphan when it has
         not ended, is not quarantined, is older than
         :data:`ORPHAN_MIN_AGE` seconds, its poster conductor is gone and no
-        job names it. One conductor at a time adopts (a ZooKeeper lock);
-        with ``memory://`` there is nothing to adopt from (one process).
+        job names it. The conductor loop runs it every
+        :data:`ORPHAN_SCAN_INTERVAL` seconds, in one conductor at a time (a
+        ZooKeeper lock); with ``memory://`` there is nothing to adopt from
+        (one process).
 
         :returns: list of the flow ids whose job was posted
         """
         if not self.board.durable:
             return []
-        with self.board.exclusive('orphans') as mine:
-            if not mine:
+        with contextlib.closing(self.backend.get_connection()) as conn:
+            cutoff = timeutils.utcnow() - datetime.timedelta(
+                seconds=ORPHAN_MIN_AGE)
+            candidates = [
+                f for f in conn.list_flows(unended=True,
+                                           created_before=cutoff)
+                if not f['meta'].get('quarantined') and
+                not self.board.is_alive(f['meta'].get('posted_by'))]
+            if not candidates:
                 return []
-            with contextlib.closing(self.backend.get_connection()) as conn:
-                cutoff = timeutils.utcnow() - datetime.timedelta(
-                    seconds=ORPHAN_MIN_AGE)
-                candidates = [
-                    f for f in conn.list_flows(unended=True,
-                                               created_before=cutoff)
-                    if not f['meta'].get('quarantined') and
-                    not self.board.is_alive(f['meta'].get('posted_by'))]
-                if not candidates:
-                    return []
-                with_job = {job['flow_id']
-                            for job in self.board.list_jobs()}
-                adopted = []
-                for flow in candidates:
-                    if flow['uuid'] in with_job:
-                        continue
-                    # read again after the board: a flow that ended
-                    # meanwhile had its job consumed
-                    flow_detail = conn.get_flow_details(flow['uuid'],
-                                                        lazy=True)
-                    if flow_detail.state in ENDED:
-                        continue
-                    LOG.warning('Flow %s (%s of instance %s) was journaled '
-                                'but its job never posted (its conductor '
-                                'died): posting it', flow['uuid'],
-                                flow['name'], flow['instance_uuid'])
-                    self.post_job(flow_detail, conn.get_logbook(
-                        flow['logbook_uuid'], lazy=True))
-                    adopted.append(flow['uuid'])
-                return adopted
+            with_job = {job['flow_id']
+                        for job in self.board.list_jobs()}
+            adopted = []
+            for flow in candidates:
+                if flow['uuid'] in with_job:
+                    continue
+                # read again after the board: a flow that ended
+                # meanwhile had its job consumed
+                flow_detail = conn.get_flow_details(flow['uuid'],
+                                                    lazy=True)
+                if flow_detail.state in ENDED:
+                    continue
+                LOG.warning('Flow %s (%s of instance %s) was journaled '
+                            'but its job never posted (its conductor '
+                            'died): posting it', flow['uuid'],
+                            flow['name'], flow['instance_uuid'])
+                self.post_job(flow_detail, conn.get_logbook(
+                    flow['logbook_uuid'], lazy=True))
+                adopted.append(flow['uuid'])
+            return adopted
 
     def wait_for_handoff(self, flow_id, timeout):
         """Wait until flow ``flow_id`` (posted here) passed the atom after
@@ -513,8 +534,9 @@ class Orchestrator:
     # ---------------------------------------------------- conductor loop
     def _conductor_loop(self):
         """Claim jobs while running: woken by the board, or every
-        :data:`JOB_SCAN_INTERVAL` seconds; adopt orphan flows every
-        :data:`ORPHAN_SCAN_INTERVAL` seconds."""
+        :data:`JOB_SCAN_INTERVAL` seconds; every
+        :data:`ORPHAN_SCAN_INTERVAL` seconds, in one conductor at a time,
+        adopt orphan flows and release the locks ended flows left."""
         last_orphan_scan = time.monotonic()
         while not self._stopping.is_set():
             self.board.changed.wait(JOB_SCAN_INTERVAL)
@@ -525,7 +547,10 @@ class Orchestrator:
                 if time.monotonic() - last_orphan_scan >= \
                         ORPHAN_SCAN_INTERVAL:
                     last_orphan_scan = time.monotonic()
-                    self.adopt_orphans()
+                    with self.board.exclusive('leftovers') as mine:
+                        if mine:
+                            self.adopt_orphans()
+                            self.release_leftover_locks()
                 self._claim_jobs()
             except Exception:
                 LOG.exception('nova-orc conductor %s: claiming jobs failed',

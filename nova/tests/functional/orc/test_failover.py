@@ -275,6 +275,32 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self.assertEqual([server['id']], guests)
         self.assertEqual([], self.orc.coordinator().list_locks())
 
+    def test_locks_an_ended_flow_could_not_release_are_released_later(self):
+        """ZooKeeper does not answer when the boot's flow ends: its locks
+        stay (the flow's result stands, its job is consumed). The periodic
+        scan of a conductor releases them once ZooKeeper answers."""
+        self.stub_out('nova.orc.engine.ORPHAN_SCAN_INTERVAL', 0.5)
+        release = coordination.ZooKeeperCoordinator.release
+        outage = []
+
+        def release_in_outage(coordinator, owner, resources):
+            if not outage:
+                outage.append(owner)
+                raise orc_exc.CoordinationUnavailable(reason='test outage')
+            return release(coordinator, owner, resources)
+        self.stub_out('nova.orc.coordination.ZooKeeperCoordinator.release',
+                      release_in_outage)
+        server = self._create_server(networks='none')
+        self.assertEqual('ACTIVE', server['status'])
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('SUCCESS', flow['state'])
+        self.assertEqual([flow['uuid']], outage)
+        deadline = time.monotonic() + 20
+        while (self.orc.coordinator().list_locks() and
+               time.monotonic() < deadline):
+            time.sleep(0.2)
+        self.assertEqual([], self.orc.coordinator().list_locks())
+
     # -------------------------------------------------- what a resume refuses
     def _boot_to_error(self):
         server = self._create_server(networks='none', expected_state='ERROR')
