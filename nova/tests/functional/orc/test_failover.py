@@ -309,11 +309,15 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self.assertEqual('REVERTED', flow['state'])
         self.assertEqual(2, flow['meta']['claims'])
         # nothing held: no guest, no allocation, no lock
+        self._assert_nothing_held(server)
+        return server
+
+    def _assert_nothing_held(self, server):
+        """No guest on any host, no allocation, no lock."""
         for compute in self.computes.values():
             self.assertEqual([], compute.driver.list_instance_uuids())
         self.assertEqual({}, self._allocations(server['id']))
         self.assertEqual([], self.orc.coordinator().list_locks())
-        return server
 
     def test_poison_job_past_max_resumes_reverts_with_fault(self):
         self.flags(max_resumes=0, group='orc')
@@ -372,10 +376,7 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self.assertEqual('REVERTED', flow['state'])
         self.assertEqual(2, len(calls))
         self.assertEqual(2, flow['meta']['claims'])
-        for compute in self.computes.values():
-            self.assertEqual([], compute.driver.list_instance_uuids())
-        self.assertEqual({}, self._allocations(server['id']))
-        self.assertEqual([], self.orc.coordinator().list_locks())
+        self._assert_nothing_held(server)
 
     def test_failed_revert_whose_claim_cannot_be_checked_is_not_stranded(
             self):
@@ -412,10 +413,7 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self.assertEqual('REVERTED', flow['state'])
         self.assertEqual(2, len(calls))
         self.assertEqual(2, flow['meta']['claims'])
-        for compute in self.computes.values():
-            self.assertEqual([], compute.driver.list_instance_uuids())
-        self.assertEqual({}, self._allocations(server['id']))
-        self.assertEqual([], self.orc.coordinator().list_locks())
+        self._assert_nothing_held(server)
 
     def test_paused_conductor_wakes_up_fenced(self):
         """The conductor that lost its job (paused past its session) wakes
