@@ -19,6 +19,7 @@ from nova import exception
 from nova import notifications
 from nova import objects
 from nova.orc import exception as orc_exc
+from nova.orc.flows import names
 from nova.orc.tasks import base
 
 LOG = logging.getLogger(__name__)
@@ -39,6 +40,24 @@ NOT_RESCHEDULED = (exception.BuildAbortException,
                    orc_exc.StaleFencingToken,
                    orc_exc.ClaimLost,
                    orc_exc.ResourceLocked)
+
+
+def alternate_claim_error(failures):
+    """The failure of claiming an alternate host's resources with an
+    error (placement refused the claim, not "resources gone", which is
+    ``NoValidHost``), or None.
+
+    Stock ``ComputeTaskManager.build_instances`` stops rescheduling on it
+    and ends the build in ERROR with that error as the fault
+    (``_cleanup_when_reschedule_fails``), trying no further alternate.
+
+    :param failures: ``{atom name: taskflow Failure}``
+    :returns: the Failure, or None
+    """
+    failure = (failures or {}).get(names.CLAIM_ALLOCATION)
+    if failure is None or failure.check(exception.NoValidHost):
+        return None
+    return failure
 
 
 def _instance_mapping(context, instance_uuid):
@@ -179,7 +198,8 @@ class CreateRecord(base.OrcTask):
     failure came before the mapping was updated (quota recheck), stock
     ``_cleanup_build_artifacts`` finishes the record first (BDMs, tags,
     mapping, build request). A reschedulable failure on the last host is
-    reported as stock reports it: ``MaxRetriesExceeded``. When this task's
+    reported as stock reports it: ``MaxRetriesExceeded``; an error claiming
+    an alternate's resources as itself (:func:`alternate_claim_error`). When this task's
     resumed run failed (an abort stops it before its probes), a record an
     earlier run created goes to ERROR the same way, finished and mapped
     first if it was not mapped yet, so that no second record is buried in
@@ -389,7 +409,11 @@ class CreateRecord(base.OrcTask):
             # not created in a cell (or created and never mapped: the
             # quota recheck path already finished it): BuryInCell0OnFailure
             return
-        if not isinstance(exc, NOT_RESCHEDULED):
+        claim_error = alternate_claim_error(flow_failures)
+        if claim_error is not None and claim_error.exception is not None:
+            # stock: the alternate's claim error itself, no MaxRetries
+            exc = orc_exc.with_traceback(claim_error.exception)
+        elif not isinstance(exc, NOT_RESCHEDULED):
             # stock ComputeTaskManager.build_instances' words (the
             # exception adds "Exceeded maximum number of retries.")
             exc = orc_exc.with_traceback(exception.MaxRetriesExceeded(reason=(

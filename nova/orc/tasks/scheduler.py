@@ -114,8 +114,9 @@ class HostRetry(retry.ParameterizedForEach):
 
     Provides the Selection primitive to try (:data:`names.SELECTION`).
     A failure stock would not reschedule (``BuildAbortException``, instance
-    deleted, build request gone, lock conflict, stale fencing token) reverts
-    the whole flow at once (``REVERT_ALL``); others move on to the next
+    deleted, build request gone, lock conflict, stale fencing token, an
+    error claiming an alternate's resources) reverts the whole flow at once
+    (``REVERT_ALL``); others move on to the next
     alternate until the host list (``[scheduler] max_attempts`` long) is
     exhausted, then the whole flow reverts.
     """
@@ -129,6 +130,14 @@ class HostRetry(retry.ParameterizedForEach):
                 LOG.info('Not rescheduling after %s',
                          failure.exception_str)
                 return retry.REVERT_ALL
+        claim_error = instance_tasks.alternate_claim_error(
+            dict(history.outcomes_iter(index=-1)) if len(history) else {})
+        if claim_error is not None:
+            # stock build_instances: _cleanup_when_reschedule_fails, no
+            # further alternate
+            LOG.info('Not rescheduling: claiming the alternate failed: %s',
+                     claim_error.exception_str)
+            return retry.REVERT_ALL
         decision = super().on_failure(values=values, history=history)
         # no alternate left: the whole boot reverts (a plain REVERT would
         # stop at this subflow and leave the record and locks as they are)

@@ -14,7 +14,9 @@ from oslo_db import exception as oslo_db_exc
 from nova.compute import instance_actions
 from nova.compute import task_states
 from nova import context as nova_context
+from nova import exception
 from nova import objects
+from nova.scheduler import utils as scheduler_utils
 from nova import test
 from nova.tests.functional.orc import test_boot
 
@@ -207,6 +209,44 @@ class RescheduleZoneTest(ParityTestBase):
         self.assertEqual([server['id']], [s['id'] for s in listed])
         self.assertEqual([], self.api.get_servers(
             search_opts={'availability_zone': 'az1'}))
+
+
+class AlternateClaimErrorTest(ParityTestBase):
+    """Claiming an alternate's resources fails with an error during a
+    reschedule (upstream ``test_servers.ServerRescheduleTests.
+    test_allocation_fails_during_reschedule``, which checks ERROR only):
+    stock's ``build_instances`` ends the build with that error as the
+    fault (``_cleanup_when_reschedule_fails``) and tries no further
+    alternate."""
+
+    def setUp(self):
+        super().setUp()
+        self._start_compute('host3')
+
+    def test_error_is_the_fault(self):
+        self.flags(max_attempts=3, group='scheduler')
+        self._prefer_host1()
+        attempts = self._fail_spawn_on(['host1'])
+        claims = []
+        original = scheduler_utils.claim_resources
+
+        def claim(*args, **kwargs):
+            claims.append(args)
+            if len(claims) == 1:
+                # the scheduler's claim of the first host
+                return original(*args, **kwargs)
+            raise exception.AllocationUpdateFailed(
+                consumer_uuid='x', error='placement said no')
+        self.stub_out('nova.scheduler.utils.claim_resources', claim)
+        server = self._post()
+        self.assertEqual('ERROR', server['status'])
+        self.assertEqual('Failed to update allocations for consumer x. '
+                         'Error: placement said no',
+                         server['fault']['message'])
+        self.assertEqual(['host1'], attempts)
+        # the scheduler's, then the first alternate's; not the second's
+        self.assertEqual(2, len(claims))
+        self.assertEqual({}, self._allocations(server['id']))
 
 
 class BuriedInCell0Test(test_boot.OrcBootTestBase):
