@@ -410,21 +410,29 @@ class CreateRecord(base.OrcTask):
             # quota recheck path already finished it): BuryInCell0OnFailure
             return
         claim_error = alternate_claim_error(flow_failures)
+        # stock records these faults from its except blocks (details: the
+        # traceback); MaxRetriesExceeded is built outside one (no details)
+        handled = True
         if claim_error is not None and claim_error.exception is not None:
             # stock: the alternate's claim error itself, no MaxRetries
             exc = orc_exc.with_traceback(claim_error.exception)
         elif not isinstance(exc, NOT_RESCHEDULED):
+            handled = False
             # stock ComputeTaskManager.build_instances' words (the
             # exception adds "Exceeded maximum number of retries.")
             exc = orc_exc.with_traceback(exception.MaxRetriesExceeded(reason=(
                 'Exhausted all hosts available for retrying build failures '
                 'for instance %s.' % instance_uuid)))
         with nova_context.target_cell(context, mapping.cell_mapping) as cctxt:
-            try:
-                self.manager._set_vm_state_and_notify(
-                    cctxt, instance_uuid, 'build_instances',
+            args = (cctxt, instance_uuid, 'build_instances',
                     {'vm_state': vm_states.ERROR, 'task_state': None},
                     exc, _request_spec(request_spec, context))
+            try:
+                if handled:
+                    orc_exc.call_handling(
+                        exc, self.manager._set_vm_state_and_notify, *args)
+                else:
+                    self.manager._set_vm_state_and_notify(*args)
             except exception.InstanceNotFound:
                 LOG.debug('Instance deleted during its build',
                           instance_uuid=instance_uuid)

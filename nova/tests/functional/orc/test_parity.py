@@ -121,6 +121,9 @@ class ResourcesFailureNotificationTest(ParityTestBase):
         message = ('Build of instance %s aborted: Failure prepping block '
                    'device.' % server['id'])
         self.assertEqual(message, server['fault']['message'])
+        # the fault's details: the traceback, as stock's compute records it
+        # from its except block (not "NoneType: None")
+        self.assertIn('BuildAbortException', server['fault']['details'])
         errors = self._versioned('instance.create.error')
         self.assertEqual(1, len(errors), errors)
         fault = errors[0]['payload']['nova_object.data']['fault'][
@@ -243,6 +246,7 @@ class AlternateClaimErrorTest(ParityTestBase):
         self.assertEqual('Failed to update allocations for consumer x. '
                          'Error: placement said no',
                          server['fault']['message'])
+        self.assertIn('AllocationUpdateFailed', server['fault']['details'])
         self.assertEqual(['host1'], attempts)
         # the scheduler's, then the first alternate's; not the second's
         self.assertEqual(2, len(claims))
