@@ -5,9 +5,15 @@
 # guests (orc_fake), ZooKeeper sessions of 2 s, then the crash matrix
 # (tools/aio.d/crash_matrix.py: every step of the boot flow killed before
 # and after its side effects, in the middle of spawn, during reverts, a
-# paused conductor, a ZooKeeper restart).  Prints 'N passed, N failed'.
+# paused conductor, a ZooKeeper restart), then the case conductor-deaths
+# (tools/aio.d/conductor_deaths.py, orc only: 6 boots in a burst, a live
+# conductor SIGKILLed every 8 s and brought back by tools/aio up; it passes
+# when no server is left in BUILD and check_leaks finds nothing, before and
+# after the delete).  Prints 'N passed, N failed' for all of them.
 #
-#   tools/aio.d/test_failover.sh [CASE...]     (default: the whole matrix)
+#   tools/aio.d/test_failover.sh [CASE...]     (default: the whole matrix
+#                                               and conductor-deaths)
+#   tools/aio.d/test_failover.sh --bench ...   (crash_matrix.py's options)
 # Environment: what tools/aio reads (AIO_STATE...), and
 #   AIO_TEST_KEEP=1  leave the deployment up at the end
 set -uo pipefail
@@ -32,7 +38,36 @@ if ! "$AIO" up --conductors 3 --computes 2; then
   echo "0 passed, 1 failed"; exit 1
 fi
 V=$(. "$S/aio.env" && echo "$VENV")
-"$V/bin/python" "$D/crash_matrix.py" --state "$S" --aio "$AIO" "$@" || rc=1
+matrix=() deaths=0
+case " $* " in
+  *" -"*) matrix=("$@") ;;                 # options: crash_matrix.py's
+  "  ") matrix=() deaths=1 ;;              # no case: everything
+  *) for a in "$@"; do
+       if [ "$a" = conductor-deaths ]; then deaths=1; else matrix+=("$a"); fi
+     done ;;
+esac
+passed=0 failed=0
+if [ $# = 0 ] || [ ${#matrix[@]} -gt 0 ]; then
+  out=$(mktemp)
+  "$V/bin/python" "$D/crash_matrix.py" --state "$S" --aio "$AIO" "${matrix[@]}" | tee "$out" || rc=1
+  line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -1)
+  rm -f "$out"
+  if [ -n "$line" ]; then
+    set -- $line; passed=$1 failed=$3
+  elif [ $rc != 0 ]; then failed=1; fi
+fi
+if [ $deaths = 1 ]; then
+  echo "+ conductor_deaths.py --mode orc --no-deploy --check (case conductor-deaths)"
+  rm -f "$S/fault" "$S/fault.fired" "$S/fail-spawn"
+  if "$V/bin/python" "$D/conductor_deaths.py" --state "$S" --aio "$AIO" \
+       --mode orc --no-deploy --check --boots 6 --kill-every 8 \
+       --kill-bound 45 --settle 60 --seed 1; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)) rc=1
+  fi
+  echo "$passed passed, $failed failed"
+fi
 if [ "${AIO_TEST_KEEP:-0}" != 1 ]; then
   rm -f "$S/etc/nova/local.conf"
   "$AIO" down >/dev/null || rc=1
