@@ -47,6 +47,9 @@ class TaskTestBase(test.NoDBTestCase):
         self.run = mock.Mock(token=7, resumed=False)
         self.orc = self.run.orchestrator
         self.manager = self.orc.manager
+        # an empty journal unless a test fills it
+        self.journal = self.orc.backend.get_connection.return_value
+        self.journal.list_flows.return_value = []
         groups = objects.SecurityGroupList()
         # (SecurityGroupList.__init__ drops an ``objects`` keyword)
         groups.objects = [objects.SecurityGroup(name='default')]
@@ -163,6 +166,16 @@ class ScheduleTest(TaskTestBase):
         self.assertEqual([mock.call(self.ctxt, uuids.a, force=True),
                           mock.call(self.ctxt, uuids.b, force=True)],
                          delete.call_args_list)
+
+
+    def test_group_revert_leaves_instances_with_a_boot_flow_alone(self):
+        # b's boot flow was posted: its allocation is that flow's
+        self.journal.list_flows.side_effect = lambda instance_uuid: (
+            [{'name': 'boot'}] if instance_uuid == uuids.b else [])
+        task = self.bound(scheduler.ScheduleGroup(name='schedule_group'))
+        task.revert(self.ctxt, [uuids.a, uuids.b], result=None)
+        self.manager.report_client.delete_allocation_for_instance\
+            .assert_called_once_with(self.ctxt, uuids.a, force=True)
 
 
 class HostRetryTest(test.NoDBTestCase):
