@@ -8,7 +8,8 @@
 # 1. a venv in $ORC_VENV (default .venv) with the pinned Nova
 #    (constraints.txt), test requirements and this project installed
 #    non-editable (nova/orc lands inside the installed nova package);
-# 2. Nova's api-paste.ini where Nova's functional harness looks for it;
+# 2. Nova's api-paste.ini where Nova's functional harness looks for it, and
+#    the notification samples its sample tests read (from the sdist);
 # 3. ZooKeeper from Debian's `zookeeper` package on 127.0.0.1:2181 unless
 #    one answers there (tools/zookeeper);
 # 4. the suites, each closing with "SUITE: N passed, N failed, N skipped",
@@ -37,6 +38,17 @@ step "installing nova-orc (non-editable)"
 SITE=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 mkdir -p "$SITE/etc"
 ln -sfn "$VENV/etc/nova" "$SITE/etc/nova"   # Nova's harness reads api-paste.ini here
+if [ ! -d "$SITE/doc/notification_samples" ]; then
+  # Nova's notification sample tests (tools/compat) read them there; the
+  # wheel lacks them, the 34.0.0 sdist has them
+  step "notification samples (nova 34.0.0 sdist)"
+  SDIST=$(mktemp -d)
+  "$VENV/bin/pip" download -q --no-binary :all: --no-deps -d "$SDIST" nova==34.0.0
+  tar -xzf "$SDIST/nova-34.0.0.tar.gz" -C "$SDIST" nova-34.0.0/doc/notification_samples
+  mkdir -p "$SITE/doc"
+  cp -r "$SDIST/nova-34.0.0/doc/notification_samples" "$SITE/doc/"
+  rm -rf "$SDIST"
+fi
 step "ZooKeeper"
 "$ROOT/tools/zookeeper" start
 export ORC_TEST_ZOOKEEPER=${ORC_TEST_ZOOKEEPER:-127.0.0.1:2181}
