@@ -473,12 +473,20 @@ class OrcComputeEndpoint:
         except (exception.InstanceNotFound,
                 exception.UnexpectedDeletingTaskStateError):
             raise
-        except Exception as e:
+        except exception.NoMoreFixedIps as e:
+            # stock _build_resources' words, case by case
+            LOG.warning('No more fixed IP to be allocated',
+                        instance=instance)
+            raise exception.BuildAbortException(
+                instance_uuid=instance.uuid,
+                reason=_('Failed to allocate the network(s) with error %s, '
+                         'not rescheduling.') % e.format_message())
+        except Exception:
             LOG.exception('Failed to allocate network(s)', instance=instance)
             raise exception.BuildAbortException(
                 instance_uuid=instance.uuid,
                 reason=_('Failed to allocate the network(s), not '
-                         'rescheduling: %s') % e)
+                         'rescheduling.'))
         # no save here (stock saves the instance at the next task state,
         # so that no extra instance.update notification goes out)
         return nw_info.json()

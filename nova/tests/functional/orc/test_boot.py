@@ -238,8 +238,10 @@ class OrcBootFailureTest(OrcBootTestBase):
             networks=[{'uuid': self.neutron.network_1['id']}],
             expected_state='ERROR')
         self.assertEqual([], attempts)
-        self.assertIn('Failed to allocate the network',
-                      server['fault']['message'])
+        # stock _build_resources' fault, word for word
+        self.assertEqual('Build of instance %s aborted: Failed to allocate '
+                         'the network(s), not rescheduling.' % server['id'],
+                         server['fault']['message'])
         self.assertEqual({}, self._allocations(server['id']))
         for host in ('host1', 'host2'):
             self.assertEqual(0, self._usages(host)['VCPU'])
