@@ -87,7 +87,9 @@ for suite in $SUITES; do
       run_suite compat-orc "$ROOT/tools/compat" nova.tests.functional.test_servers.ServersTest
       run_suite compat-stock "$ROOT/tools/compat" --stock nova.tests.functional.test_servers.ServersTest ;;
     aio) run_suite aio "$ROOT/tools/aio.d/test_aio.sh" ;;
-    failover) run_suite failover "$ROOT/tools/aio.d/test_failover.sh" ;;
+    failover)
+      run_suite failover "$ROOT/tools/aio.d/test_failover.sh"
+      run_suite failover-neutron "$ROOT/tools/aio.d/test_failover_neutron.sh" ;;
     race) run_suite race "$ROOT/tools/aio.d/test_delete_race.sh" ;;
     *) echo "unknown suite $suite (unit functional compat aio failover race)"; exit 2 ;;
   esac
