@@ -35,6 +35,7 @@ CONF
 rc=0
 echo "+ tools/aio up --conductors 3 --computes 2"
 if ! "$AIO" up --conductors 3 --computes 2; then
+  rm -f "$S/etc/nova/local.conf"   # ours: not left behind
   echo "0 passed, 1 failed"; exit 1
 fi
 V=$(. "$S/aio.env" && echo "$VENV")
