@@ -255,6 +255,11 @@ class OrcComputeEndpoint:
         """
         if not self._failed(job, how):
             return
+        self._send_create_error(context, instance, fault)
+
+    def _send_create_error(self, context, instance, fault):
+        """The legacy and the versioned ``create.error`` notification of
+        ``fault``, as stock's ``_build_and_run_instance`` sends them."""
         mgr = self.manager
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
             context, instance.uuid)
@@ -416,16 +421,10 @@ class OrcComputeEndpoint:
         if instance.host == mgr.host:
             mgr.rt.abort_instance_claim(context, instance, node)
         if how is None:
-            fault = orc_exc.with_traceback(exception.RescheduledException(
-                instance_uuid=instance.uuid, reason=reason))
-            bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
-                context, instance.uuid)
-            mgr._notify_about_instance_usage(
-                context, instance, 'create.error', fault=fault)
-            compute_utils.notify_about_instance_create(
-                context, instance, mgr.host,
-                phase=fields.NotificationPhase.ERROR, exception=fault,
-                bdms=bdms)
+            self._send_create_error(
+                context, instance,
+                orc_exc.with_traceback(exception.RescheduledException(
+                    instance_uuid=instance.uuid, reason=reason)))
         try:
             objects.InstanceActionEvent.event_finish_with_failure(
                 context, instance.uuid, BUILD_EVENT, exc_val=reason,
