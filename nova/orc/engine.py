@@ -804,8 +804,15 @@ class Orchestrator:
             reason = ('they were not sealed into the journal ([orc] '
                       'secret_key unset when the request came)')
         module = flows.FACTORIES[flow_detail.name]
-        done = {ad.name for ad in flow_detail if ad.state == states.SUCCESS}
-        pending = [a for a in module.SECRET_CONSUMERS if a not in done]
+        # the consumers are alternatives (one per branch of the flow): none
+        # needs them once one has succeeded; a consumer ignored (the branch
+        # not taken) or absent from the journal (an older flow version)
+        # needs nothing
+        journaled = {ad.name: ad.state for ad in flow_detail}
+        consumers = [a for a in module.SECRET_CONSUMERS if a in journaled]
+        pending = [] if any(journaled[a] == states.SUCCESS
+                            for a in consumers) else [
+            a for a in consumers if journaled[a] != states.IGNORE]
         if pending and not run.abort_reason:
             run.abort_reason = (
                 'the secrets of the request (%s), needed by %s, cannot be '

@@ -113,6 +113,8 @@ def _host_of(detail, results_by_name):
     if isinstance(results, dict) and results.get('host'):
         return results['host']
     claim = results_by_name.get(names.CLAIM_HOST)
+    if detail.state == 'IGNORE':
+        return ''  # the branch not taken ran nowhere
     if isinstance(claim, dict) and detail.name in (
             names.NETWORKS, names.BLOCK_DEVICES_TASK, names.SPAWN,
             names.FINALIZE):

@@ -30,6 +30,27 @@ NAMESPACE = 'orc'
 VERSION = '1.0'
 
 
+def lacks_orc_endpoint(exc):
+    """Whether ``exc``, raised by a call of :class:`OrcComputeAPI`, says the
+    compute has no orc endpoint: a stock ``nova-compute`` (a deployment
+    upgrading conductors first, as Nova's upgrade order says).
+
+    oslo.messaging's dispatcher on that host finds no endpoint in namespace
+    ``orc`` and answers ``UnsupportedVersion``; over a real transport it
+    arrives as a ``RemoteError`` of that type (its module is not one the
+    transport rebuilds), with the fake driver of Nova's functional harness
+    as the exception itself. Nothing ran on that host. An orc compute never
+    answers so for the versions this conductor sends (it serves orc 1.0).
+
+    :param exc: an exception instance
+    :returns: bool
+    """
+    if isinstance(exc, messaging.UnsupportedVersion):
+        return True
+    return (isinstance(exc, messaging.RemoteError) and
+            exc.exc_type == 'UnsupportedVersion')
+
+
 class OrcComputeAPI:
     """Calls the host-side steps of a flow on one compute host.
 

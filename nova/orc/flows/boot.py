@@ -5,9 +5,15 @@ graph::
 
     bury_on_failure -> lock -> schedule -> create_record
       -> host (retry over the host list, [scheduler] max_attempts):
-           claim_allocation -> claim_host -> (networks || block_devices)
-           -> spawn
-      -> finalize
+           claim_allocation -> claim_host
+             orc compute:   -> (networks || block_devices) -> spawn
+                            -> finalize
+             stock compute: -> build_on_stock_compute
+
+``claim_host`` finds out whether the selected compute serves the orc
+endpoint; TaskFlow deciders on its links run one branch and ignore the
+other (a rolling upgrade: conductors first, computes one by one; a stock
+compute builds the stock way, journaled as one coarse step).
 
 A failure inside ``host`` reverts that host's steps (spawn, networks,
 block devices, claim, allocation) and retries on the next alternate; a
@@ -20,8 +26,9 @@ allocation, port or attachment left and the locks released.
 :data:`RESUMABLE_VERSIONS`.
 """
 
+from taskflow import deciders
+from taskflow.patterns import graph_flow
 from taskflow.patterns import linear_flow
-from taskflow.patterns import unordered_flow
 
 from nova.orc.flows import names
 from nova.orc.tasks import compute
@@ -32,20 +39,25 @@ from nova.orc.tasks import scheduler
 from nova.orc.tasks import volume
 
 NAME = names.BOOT
-#: version of the flow this factory builds; journaled with each flow
-VERSION = 1
+#: version of the flow this factory builds; journaled with each flow.
+#: 1: host steps for orc computes only; 2: a stock compute branch
+#: (``build_on_stock_compute``)
+VERSION = 2
 #: journaled versions this factory can resume (same atom names and store
-#: keys); a flow of another version is reverted, not misread
-RESUMABLE_VERSIONS = (1,)
+#: keys); a flow of another version is reverted, not misread. Version 1
+#: has every atom of version 2 but ``build_on_stock_compute`` (TaskFlow adds
+#: it to the journal as PENDING on resume) and its ``claim_host`` result
+#: has no ``endpoint`` (read as an orc compute, all version 1 knew).
+RESUMABLE_VERSIONS = (1, 2)
 #: the RPC handler that posted the flow returns once this atom succeeded
 #: (stock's schedule_and_build_instances returns once the instance record
 #: exists and the build is cast)
 HANDOFF_AFTER = names.CREATE_RECORD
 #: transient inputs (never journaled)
 SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
-#: atoms that use :data:`SECRETS`: a flow resumed without them reverts
-#: unless these have finished
-SECRET_CONSUMERS = (names.SPAWN,)
+#: atoms that use :data:`SECRETS`, one per branch: a flow resumed without
+#: them reverts unless one of these has finished
+SECRET_CONSUMERS = (names.SPAWN, names.BUILD_ON_STOCK_COMPUTE)
 
 
 def instance_store(common, instance_uuid, request_spec, host_list,
@@ -82,21 +94,34 @@ def get_flow():
         :data:`names.LOCK_RESOURCES`, :data:`names.ADMIN_PASSWORD`,
         :data:`names.INJECTED_FILES`
     """
-    host_steps = linear_flow.Flow(
+    host_steps = graph_flow.Flow(
         'host', retry=scheduler.HostRetry(
             names.HOST_RETRY, provides=names.SELECTION,
             rebind={'values': names.HOST_LIST}))
-    host_steps.add(
-        scheduler.ClaimAllocation(name=names.CLAIM_ALLOCATION,
-                                  provides=names.SPEC_WITH_MAPPING),
-        compute.ClaimHost(name=names.CLAIM_HOST, provides=names.CLAIM),
-        unordered_flow.Flow('resources').add(
-            network.AllocateNetworks(name=names.NETWORKS,
-                                     provides=names.NETWORK_INFO),
-            volume.PrepareBlockDevices(name=names.BLOCK_DEVICES_TASK,
-                                       provides=names.BLOCK_DEVICES)),
-        compute.Spawn(name=names.SPAWN, provides=names.SPAWNED),
-    )
+    claim_allocation = scheduler.ClaimAllocation(
+        name=names.CLAIM_ALLOCATION, provides=names.SPEC_WITH_MAPPING)
+    claim_host = compute.ClaimHost(name=names.CLAIM_HOST,
+                                   provides=names.CLAIM)
+    networks = network.AllocateNetworks(name=names.NETWORKS,
+                                        provides=names.NETWORK_INFO)
+    block_devices = volume.PrepareBlockDevices(
+        name=names.BLOCK_DEVICES_TASK, provides=names.BLOCK_DEVICES)
+    spawn = compute.Spawn(name=names.SPAWN, provides=names.SPAWNED)
+    finalize = compute.Finalize(name=names.FINALIZE)
+    stock_build = compute.BuildOnStockCompute(
+        name=names.BUILD_ON_STOCK_COMPUTE, provides=names.STOCK_BUILD)
+    host_steps.add(claim_allocation, claim_host, networks, block_devices,
+                   spawn, finalize, stock_build)
+    host_steps.link(claim_allocation, claim_host)
+    # the orc branch: networks and block devices in parallel, then spawn,
+    # then finalize (ordered by what they provide); FLOW: ignoring a branch
+    # ignores its successors in this subflow
+    for step in (networks, block_devices):
+        host_steps.link(claim_host, step, decider=compute.on_orc_compute,
+                        decider_depth=deciders.Depth.FLOW)
+    host_steps.link(claim_host, stock_build,
+                    decider=compute.on_stock_compute,
+                    decider_depth=deciders.Depth.FLOW)
     flow = linear_flow.Flow(NAME)
     flow.add(
         instance.BuryInCell0OnFailure(name=names.BURY_ON_FAILURE),
@@ -106,6 +131,5 @@ def get_flow():
         instance.CreateRecord(name=names.CREATE_RECORD,
                               provides=names.CELL_UUID),
         host_steps,
-        compute.Finalize(name=names.FINALIZE),
     )
     return flow

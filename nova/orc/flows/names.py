@@ -32,6 +32,8 @@ CLAIM = 'claim'                        # claim_host: {'host', 'node'}
 NETWORK_INFO = 'network_info'          # networks: network_info JSON
 BLOCK_DEVICES = 'block_devices'        # block_devices: attached volume ids
 SPAWNED = 'spawned'                    # spawn: {'host', 'node'}
+STOCK_BUILD = 'stock_build'            # build_on_stock_compute: {'host',
+                                       # 'node', 'vm_state'}
 HOST_LISTS = 'host_lists'              # schedule_group: one list a member
 
 # --------------------------------------------------------------- atom names
@@ -45,6 +47,7 @@ CLAIM_HOST = 'claim_host'
 NETWORKS = 'networks'
 BLOCK_DEVICES_TASK = 'block_devices'
 SPAWN = 'spawn'
+BUILD_ON_STOCK_COMPUTE = 'build_on_stock_compute'
 FINALIZE = 'finalize'
 BURY_GROUP_ON_FAILURE = 'bury_group_on_failure'
 SCHEDULE_GROUP = 'schedule_group'

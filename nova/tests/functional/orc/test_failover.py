@@ -14,16 +14,26 @@ import threading
 import time
 
 from oslo_utils import importutils
+from taskflow.patterns import linear_flow
+from taskflow.patterns import unordered_flow
 
 from nova import exception
 from nova import objects
 from nova.orc.compute import manager as orc_compute
+from nova.orc.flows import boot as boot_flow
+from nova.orc.flows import names
 from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
 from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
 from nova.orc.tasks import base as task_base
+from nova.orc.tasks import compute as compute_tasks
+from nova.orc.tasks import instance as instance_tasks
+from nova.orc.tasks import locks as lock_tasks
+from nova.orc.tasks import network as network_tasks
+from nova.orc.tasks import scheduler as scheduler_tasks
+from nova.orc.tasks import volume as volume_tasks
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
 
@@ -31,7 +41,47 @@ MANAGER = 'nova.conductor.manager.ComputeTaskManager'
 HOST_API = 'nova.orc.compute.rpcapi.OrcComputeAPI'
 
 
-class OrcFailoverTest(test_boot.OrcBootTestBase):
+def _boot_flow_version_1():
+    """The boot flow as version 1 of ``nova.orc.flows.boot.get_flow``
+    built it (frozen here: a journal it wrote must stay resumable)."""
+    host_steps = linear_flow.Flow(
+        'host', retry=scheduler_tasks.HostRetry(
+            names.HOST_RETRY, provides=names.SELECTION,
+            rebind={'values': names.HOST_LIST}))
+    host_steps.add(
+        scheduler_tasks.ClaimAllocation(name=names.CLAIM_ALLOCATION,
+                                        provides=names.SPEC_WITH_MAPPING),
+        compute_tasks.ClaimHost(name=names.CLAIM_HOST, provides=names.CLAIM),
+        unordered_flow.Flow('resources').add(
+            network_tasks.AllocateNetworks(name=names.NETWORKS,
+                                           provides=names.NETWORK_INFO),
+            volume_tasks.PrepareBlockDevices(name=names.BLOCK_DEVICES_TASK,
+                                             provides=names.BLOCK_DEVICES)),
+        compute_tasks.Spawn(name=names.SPAWN, provides=names.SPAWNED),
+    )
+    flow = linear_flow.Flow(names.BOOT)
+    flow.add(
+        instance_tasks.BuryInCell0OnFailure(name=names.BURY_ON_FAILURE),
+        lock_tasks.LockResources(name=names.LOCK),
+        scheduler_tasks.Schedule(name=names.SCHEDULE,
+                                 provides=names.HOST_LIST),
+        instance_tasks.CreateRecord(name=names.CREATE_RECORD,
+                                    provides=names.CELL_UUID),
+        host_steps,
+        compute_tasks.Finalize(name=names.FINALIZE),
+    )
+    return flow
+
+
+# journaled under the factory's real name, as version 1 journaled it
+_boot_flow_version_1.__module__ = boot_flow.__name__
+_boot_flow_version_1.__name__ = 'get_flow'
+_boot_flow_version_1.__qualname__ = 'get_flow'
+
+
+class OrcFailoverTestBase(test_boot.OrcBootTestBase):
+    """A second conductor (conductor2) and the means to kill the one
+    running a boot at a chosen point (:meth:`_die_around`)."""
 
     def setUp(self):
         super().setUp()
@@ -119,6 +169,9 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
         self.assertIsNotNone(mapping.cell_mapping)
         self.assertEqual([], self.orc.coordinator().list_locks())
         return server
+
+
+class OrcFailoverTest(OrcFailoverTestBase):
 
     def test_die_after_scheduling(self):
         self._die_around(MANAGER + '._schedule_instances', after=True)
@@ -340,16 +393,60 @@ class OrcFailoverTest(test_boot.OrcBootTestBase):
 
     def test_flow_of_a_version_it_cannot_resume_reverts(self):
         self._die_around(HOST_API + '.claim_resources', after=True)
-        # the survivor runs a newer boot flow that cannot resume version 1
-        self.after_death = lambda: self._upgrade_boot_flow(2, (2,))
+        # the survivor runs a newer boot flow that cannot resume version 2
+        self.after_death = lambda: self._upgrade_boot_flow(3, (3,))
         server = self._boot_to_error()
-        self.assertIn('journaled by boot flow version 1',
+        self.assertIn('journaled by boot flow version 2',
                       server['fault']['message'])
 
-    def test_flow_of_an_older_resumable_version_resumes(self):
-        self._die_around(HOST_API + '.claim_resources', after=True)
-        self.after_death = lambda: self._upgrade_boot_flow(2, (1, 2))
+    def test_journal_of_boot_flow_version_1_resumes_on_version_2(self):
+        """A conductor running boot flow version 1 (host steps in a linear
+        subflow, finalize after it) dies after the host claim; the survivor
+        runs today's factory (version 2: a graph of host steps with a stock
+        compute branch) and finishes the flow from that journal."""
+        journaled = self._version_1_dies_version_2_resumes(
+            HOST_API + '.claim_resources')
+        server = self._boot_and_check()
+        self.assertIn('spawn', journaled)
+        self.assertNotIn('build_on_stock_compute', journaled)
+        flow, atoms = self._journal(server['id'])
+        self.assertEqual(1, flow['meta']['version'])
+        for name in ('claim_host', 'networks', 'block_devices', 'spawn',
+                     'finalize'):
+            self.assertEqual('SUCCESS', atoms[name].state, name)
+        # the atom version 1 did not have: added on resume, not taken
+        self.assertEqual('IGNORE', atoms['build_on_stock_compute'].state)
+
+    def test_journal_of_version_1_after_spawn_needs_no_secrets(self):
+        """Version 1 knew one consumer of the request's secrets (spawn):
+        once it succeeded, a survivor that cannot unseal them (no
+        ``[orc] secret_key``) still finishes the flow."""
+        self.flags(secret_key=None, group='orc')
+        self._version_1_dies_version_2_resumes(HOST_API + '.finish_build',
+                                               after=False)
         self._boot_and_check()
+
+    def _version_1_dies_version_2_resumes(self, path, after=True):
+        """The first conductor runs boot flow version 1 and dies after (or
+        before) ``path``; the survivor runs today's. Returns the atom names the
+        dead conductor journaled (filled at its death)."""
+        current = boot_flow.get_flow
+        self.stub_out('nova.orc.flows.boot.get_flow', _boot_flow_version_1)
+        self._upgrade_boot_flow(1, (1,))
+
+        journaled = []
+
+        def upgrade():
+            # what the dead conductor journaled: version 1's atoms only
+            conn = journal.JournalBackend().get_connection()
+            for flow in conn.list_flows():
+                journaled.extend(r['detail'].name
+                                 for r in conn.atom_rows(flow['uuid']))
+            self.stub_out('nova.orc.flows.boot.get_flow', current)
+            self._upgrade_boot_flow(2, (1, 2))
+        self.after_death = upgrade
+        self._die_around(path, after=after)
+        return journaled
 
     def _upgrade_boot_flow(self, version, resumable):
         self.stub_out('nova.orc.flows.boot.VERSION', version)

@@ -42,7 +42,12 @@ class OrcOperatorTest(test_boot.OrcBootTestBase):
             self.assertEqual(['bury_on_failure', 'lock', 'schedule',
                               'create_record', 'host_retry',
                               'claim_allocation', 'claim_host', 'networks',
-                              'block_devices', 'spawn', 'finalize'], tasks)
+                              'block_devices', 'build_on_stock_compute',
+                              'spawn', 'finalize'], tasks)
+            # the branch for a stock compute, not taken on an orc compute
+            stock = [line for line in lines
+                     if '| build_on_stock_compute ' in line][0]
+            self.assertIn('IGNORE', stock)
             retry = [line for line in lines if '| host_retry ' in line][0]
             self.assertIn('attempts: %s: ok' % server['OS-EXT-SRV-ATTR:host'],
                           retry)

@@ -2,8 +2,10 @@
 
 from unittest import mock
 
+import oslo_messaging as messaging
 from oslo_serialization import jsonutils
 from oslo_utils.fixture import uuidsentinel as uuids
+from taskflow import exceptions as tf_exc
 from taskflow import retry
 from taskflow.types import failure as tf_failure
 
@@ -537,6 +539,152 @@ class HostTasksTest(TaskTestBase):
                      first, self.spec.obj_to_primitive(), [first])
         self.assertEqual('az1', self.instance.availability_zone)
         save.assert_not_called()
+
+    def test_claim_host_on_a_stock_compute(self):
+        """A stock compute has no orc endpoint: its dispatcher answers
+        UnsupportedVersion (a RemoteError over a real transport, the
+        exception itself with the fake driver); nothing was claimed, so the
+        revert sends nothing."""
+        sel = _selection().obj_to_primitive()
+        task = self.bound(compute.ClaimHost(name='claim_host'))
+        for exc in (messaging.UnsupportedVersion('1.0'),
+                    messaging.RemoteError('UnsupportedVersion', 'orc 1.0')):
+            self.orc.compute_rpcapi.claim_resources.side_effect = exc
+            result = task.execute(self.ctxt, uuids.flow, uuids.instance,
+                                  uuids.cell1, sel,
+                                  self.spec.obj_to_primitive(), [sel])
+            self.assertEqual({'host': 'host1', 'node': 'node1',
+                              'endpoint': 'stock'}, result)
+            self.assertFalse(compute.on_orc_compute({'claim_host': result}))
+            self.assertTrue(compute.on_stock_compute({'claim_host': result}))
+            task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
+                        sel, result=result, flow_failures={})
+            self.orc.compute_rpcapi.abort_claim.assert_not_called()
+
+    def test_claim_host_other_errors_are_not_a_stock_compute(self):
+        sel = _selection().obj_to_primitive()
+        task = self.bound(compute.ClaimHost(name='claim_host'))
+        for exc in (messaging.RemoteError('NoValidHost', 'no room'),
+                    messaging.MessagingTimeout('no answer'),
+                    exception.ComputeResourcesUnavailable(reason='full')):
+            self.orc.compute_rpcapi.claim_resources.side_effect = exc
+            self.assertRaises(type(exc), task.execute, self.ctxt, uuids.flow,
+                              uuids.instance, uuids.cell1, sel,
+                              self.spec.obj_to_primitive(), [sel])
+
+    def test_deciders_read_a_version_1_claim_as_an_orc_compute(self):
+        claim = {'claim_host': {'host': 'host1', 'node': 'node1'}}
+        self.assertTrue(compute.on_orc_compute(claim))
+        self.assertFalse(compute.on_stock_compute(claim))
+
+    def _stock_build(self, journaled=None):
+        """The step on host2 (second attempt); ``journaled``: the progress
+        details an earlier run committed (None: none)."""
+        self.stub_out('nova.orc.tasks.compute.STOCK_BUILD_POLL_INTERVAL', 0)
+        self.stub_out('nova.objects.BlockDeviceMappingList.'
+                      'get_by_instance_uuid',
+                      lambda *a, **k: objects.BlockDeviceMappingList())
+        self.stub_out('nova.orc.tasks.base.cell_context',
+                      lambda context, cell_uuid: context)
+        task = self.bound(compute.BuildOnStockCompute(
+            name='build_on_stock_compute'))
+        self.progress = journaled
+        storage = self.run.engine.storage
+        storage.get_task_progress_details.side_effect = (
+            lambda name: self.progress)
+        self.journal_writes = []
+
+        def set_task_progress(name, progress, details=None):
+            # the journal commits the RUNNING atom with its details
+            self.assertEqual('build_on_stock_compute', name)
+            self.journal_writes.append(details)
+            self.progress = {'at_progress': progress, 'details': details}
+        storage.set_task_progress.side_effect = set_task_progress
+        first = _selection().obj_to_primitive()
+        sel = _selection(host='host2', node='node2', rp=uuids.rp2)
+        third = _selection(host='host3', node='node3', rp=uuids.rp3)
+        host_list = [first, sel.obj_to_primitive(), third.obj_to_primitive()]
+        claim = {'host': 'host2', 'node': 'node2', 'endpoint': 'stock'}
+        return lambda: task.execute(
+            self.ctxt, uuids.flow, uuids.instance, uuids.cell1, claim,
+            host_list[1], host_list, self.spec.obj_to_primitive(), {},
+            objects.NetworkRequestList().obj_to_primitive())
+
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    def test_build_on_stock_compute_journals_casts_once_waits_out_errors(
+            self, get_by_uuid):
+        # a DB outage while the stock compute builds: waited out, never
+        # raised (nothing may be reverted once the cast is sent)
+        get_by_uuid.side_effect = [
+            exception.NovaException('db down'),
+            objects.Instance(uuid=uuids.instance,
+                             vm_state=vm_states.BUILDING),
+            objects.Instance(uuid=uuids.instance, vm_state=vm_states.ACTIVE)]
+        cast = self.manager.compute_rpcapi.build_and_run_instance
+        order = []
+        cast.side_effect = lambda *a, **k: order.append('cast')
+        self.run.ensure_owned.side_effect = lambda: order.append(
+            ('owned', list(self.journal_writes)))
+        result = self._stock_build()()
+        self.assertEqual({'host': 'host2', 'node': 'node2',
+                          'vm_state': 'active'}, result)
+        # journaled first, then the claim asked, then the cast
+        self.assertEqual([('owned', [{'cast_to': ['host2', 'node2']}]),
+                          'cast'], order)
+        kwargs = cast.call_args[1]
+        self.assertEqual(('host2', 'node2'), (kwargs['host'], kwargs['node']))
+        # the second attempt, after host1; host3 left for its reschedule
+        self.assertEqual(2, kwargs['filter_properties']['retry'][
+            'num_attempts'])
+        self.assertEqual([['host1', 'node1'], ['host2', 'node2']],
+                         kwargs['filter_properties']['retry']['hosts'])
+        self.assertEqual(['host3'],
+                         [s.service_host for s in kwargs['host_list']])
+        self.assertEqual(['default'], kwargs['security_groups'])
+        # a reschedule: attachments an earlier revert removed made again
+        self.manager._validate_existing_attachment_ids.assert_called_once()
+
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    def test_build_on_stock_compute_resumed_after_journaling_only_waits(
+            self, get_by_uuid):
+        # whether or not the dead run's cast left: never a second one, and
+        # nothing raised even with the instance's cell unreadable at first
+        get_by_uuid.side_effect = [
+            exception.NovaException('db down'),
+            objects.Instance(uuid=uuids.instance, vm_state=vm_states.ACTIVE)]
+        self.get_instance.side_effect = exception.NovaException('db down')
+        result = self._stock_build(journaled={
+            'at_progress': 0.5,
+            'details': {'cast_to': ['host2', 'node2']}})()
+        self.assertEqual('active', result['vm_state'])
+        self.manager.compute_rpcapi.build_and_run_instance.assert_not_called()
+        self.assertEqual([], self.journal_writes)
+
+    @mock.patch('nova.objects.Instance.get_by_uuid')
+    def test_build_on_stock_compute_record_of_another_host_casts(
+            self, get_by_uuid):
+        # an earlier attempt's record (on host1) is not this attempt's
+        get_by_uuid.return_value = objects.Instance(
+            uuid=uuids.instance, vm_state=vm_states.ACTIVE)
+        self._stock_build(journaled={
+            'at_progress': 0.5,
+            'details': {'cast_to': ['host1', 'node1']}})()
+        self.manager.compute_rpcapi.build_and_run_instance.assert_called_once()
+
+    def test_build_on_stock_compute_not_journaled_does_not_cast(self):
+        # another conductor claimed the job: the journal refuses the write
+        execute = self._stock_build()
+        self.run.engine.storage.set_task_progress.side_effect = (
+            tf_exc.StorageFailure('fenced'))
+        self.assertRaises(tf_exc.StorageFailure, execute)
+        self.manager.compute_rpcapi.build_and_run_instance.assert_not_called()
+
+    def test_build_on_stock_compute_aborted_before_the_cast(self):
+        self.run.check_not_aborted.side_effect = orc_exc.JobAborted(
+            flow_id=uuids.flow, reason='operator')
+        self.assertRaises(orc_exc.JobAborted, self._stock_build())
+        self.manager.compute_rpcapi.build_and_run_instance.assert_not_called()
+        self.assertEqual([], self.journal_writes)
 
     def test_claim_host_revert_survives_unreachable_host(self):
         self.orc.compute_rpcapi.abort_claim.side_effect = (
