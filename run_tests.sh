@@ -86,7 +86,9 @@ for suite in $SUITES; do
     compat)
       run_suite compat-orc "$ROOT/tools/compat" nova.tests.functional.test_servers.ServersTest
       run_suite compat-stock "$ROOT/tools/compat" --stock nova.tests.functional.test_servers.ServersTest ;;
-    aio) run_suite aio "$ROOT/tools/aio.d/test_aio.sh" ;;
+    aio)
+      run_suite aio "$ROOT/tools/aio.d/test_aio.sh"
+      run_suite aio-mixed "$ROOT/tools/aio.d/test_mixed_versions.sh" ;;
     failover)
       run_suite failover "$ROOT/tools/aio.d/test_failover.sh"
       run_suite failover-neutron "$ROOT/tools/aio.d/test_failover_neutron.sh" ;;
