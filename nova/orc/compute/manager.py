@@ -382,6 +382,12 @@ class OrcComputeEndpoint:
         allocs = mgr.reportclient.get_allocations_for_consumer(
             context, instance.uuid)
         mgr.rt.instance_claim(context, instance, node, allocs, limits)
+        # the claim's assigned resources (vPMEM namespaces...) are set on
+        # the instance after its last save in instance_claim: stock saves
+        # them with the same object in _build_and_run_instance; here the
+        # object ends with this step, and a delete releases only what the
+        # record lists
+        instance.save()
         hints = mgr._get_scheduler_hints({}, request_spec)
         try:
             mgr._validate_instance_group_policy(context, instance, hints)

@@ -4,6 +4,8 @@ mocked compute manager."""
 
 from unittest import mock
 
+import fixtures
+
 from oslo_concurrency import lockutils
 import oslo_messaging as messaging
 from oslo_utils.fixture import uuidsentinel as uuids
@@ -85,6 +87,35 @@ class HostStepTest(test.NoDBTestCase):
         exc = self.assertRaises(messaging.ExpectedException, call)
         self.assertIsInstance(exc.exc_info[1], exc_class)
         return exc.exc_info[1]
+
+    def test_claim_saves_the_resources_it_assigned(self):
+        """Resources the resource tracker assigns (vPMEM namespaces) are set
+        on the instance after instance_claim's own save: the step saves
+        them, or the delete of the server never releases them (upstream's
+        libvirt.test_vpmem.VPMEMTests.test_create_servers_with_vpmem)."""
+        assigned = objects.ResourceList(objects=[
+            objects.Resource(provider_uuid=uuids.rp,
+                             resource_class='CUSTOM_PMEM_NAMESPACE_SMALL',
+                             identifier='ns_0')])
+        saved = []
+
+        def instance_claim(context, instance, node, allocs, limits):
+            instance.resources = assigned
+        self.mgr.rt.instance_claim.side_effect = instance_claim
+        objects.Instance.save.side_effect = lambda *a, **k: saved.append(
+            self.instance.resources if 'resources' in self.instance
+            else None)
+        self.mgr._get_request_group_mapping.return_value = None
+        self.instance.task_state = task_states.SCHEDULING
+        self.instance.system_metadata = {}
+        for target in ('nova.compute.utils.notify_about_instance_create',
+                       'nova.objects.InstanceActionEvent.event_start'):
+            self.useFixture(fixtures.MockPatch(target))
+        self.endpoint.claim_resources(
+            self.ctxt, instance=self.instance, node='node1', limits={},
+            request_spec=objects.RequestSpec(),
+            job=self._job(atom='claim_host'))
+        self.assertIs(assigned, saved[-1])
 
     # ------------------------------------------------------------ fencing
     def test_undo_with_stale_token_is_refused(self):
