@@ -34,6 +34,7 @@ from oslo_serialization import jsonutils
 from oslo_utils import timeutils
 import prettytable
 from taskflow import engines as tf_engines
+from taskflow import states
 
 import nova.conf
 from nova import config
@@ -113,7 +114,7 @@ def _host_of(detail, results_by_name):
     if isinstance(results, dict) and results.get('host'):
         return results['host']
     claim = results_by_name.get(names.CLAIM_HOST)
-    if detail.state == 'IGNORE':
+    if detail.state == states.IGNORE:
         return ''  # the branch not taken ran nowhere
     if isinstance(claim, dict) and detail.name in (
             names.NETWORKS, names.BLOCK_DEVICES_TASK, names.SPAWN,

@@ -27,9 +27,6 @@ LOG = logging.getLogger(__name__)
 
 #: what :class:`ClaimHost` returns as ``endpoint`` for a stock compute
 STOCK = 'stock'
-#: the instance action event stock ``ComputeManager`` records for its
-#: build (``wrap_instance_event``)
-STOCK_BUILD_EVENT = 'compute__do_build_and_run_instance'
 #: seconds between two looks at the instance while a stock compute builds
 STOCK_BUILD_POLL_INTERVAL = 1.0
 
@@ -286,19 +283,17 @@ class BuildOnStockCompute(base.OrcTask):
         """Stock ``schedule_and_build_instances``' cast, for the Selection
         tried now (``host_list`` index: the attempts before it)."""
         attempt = host_list.index(selection)
-        sel = base.hydrate(objects.Selection, selection, cctxt)
+        selections = [base.hydrate(objects.Selection, s, cctxt)
+                      for s in host_list]
+        sel, alternates = selections[attempt], selections[attempt + 1:]
         spec = base.hydrate(objects.RequestSpec, spec_with_mapping, cctxt)
         filter_props = spec.to_legacy_filter_properties_dict()
         scheduler_utils.populate_retry(filter_props, instance.uuid)
         if 'retry' in filter_props:
-            earlier = [base.hydrate(objects.Selection, s, cctxt)
-                       for s in host_list[:attempt]]
             filter_props['retry']['num_attempts'] += attempt
-            filter_props['retry']['hosts'] = [[s.service_host, s.nodename]
-                                              for s in earlier]
+            filter_props['retry']['hosts'] = [
+                [s.service_host, s.nodename] for s in selections[:attempt]]
         scheduler_utils.populate_filter_properties(filter_props, sel)
-        alternates = [base.hydrate(objects.Selection, s, cctxt)
-                      for s in host_list[attempt + 1:]]
         bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
             cctxt, instance.uuid)
         if attempt:

@@ -8,7 +8,7 @@ coarse step ``build_on_stock_compute``, which casts stock
 """
 
 from nova.compute import rpcapi as compute_rpcapi
-from nova.orc.tasks import compute as compute_tasks
+from nova.orc.compute import manager as orc_compute
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
 from nova.tests.functional.orc import test_failover
@@ -60,6 +60,17 @@ class MixedVersionsTestBase(test_boot.OrcBootTestBase):
     def _boot_flows(self, state='SUCCESS'):
         return orc_fixtures.FlowTracker.finished[('boot', state)]
 
+    def _boot_active_on(self, host):
+        """Boot a server; it ends ACTIVE on ``host`` through one boot flow
+        (counted). Returns ``(server, {atom name: atom detail})``."""
+        before = self._boot_flows()
+        server = self._create_server(networks='none')
+        self.assertEqual('ACTIVE', server['status'])
+        self.assertEqual(host, server['OS-EXT-SRV-ATTR:host'])
+        self.assertEqual(before + 1, self._boot_flows())
+        _flow, atoms = self._journal(server['id'])
+        return server, atoms
+
 
 class MixedVersionsBootTest(MixedVersionsTestBase):
 
@@ -71,13 +82,9 @@ class MixedVersionsBootTest(MixedVersionsTestBase):
 
     def test_stock_compute_selected_builds_the_stock_way(self):
         self._prefer('host2')
-        before = self._boot_flows()
-        server = self._create_server(networks='none')
-        self.assertEqual('ACTIVE', server['status'])
-        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual(before + 1, self._boot_flows())
+        server, atoms = self._boot_active_on('host2')
         self.assertEqual(['host2'], self.casts)
-        flow, atoms = self._journal(server['id'])
+        flow, _atoms = self._journal(server['id'])
         self.assertEqual(2, flow['meta']['version'])
         self.assertEqual('stock', atoms['claim_host'].results['endpoint'])
         self.assertEqual('SUCCESS', atoms['build_on_stock_compute'].state)
@@ -88,9 +95,9 @@ class MixedVersionsBootTest(MixedVersionsTestBase):
         # stock's compute built it: its event, one guest there, placement
         events = self._events(server['id'])
         self.assertEqual('Success',
-                         events[compute_tasks.STOCK_BUILD_EVENT]['result'])
+                         events[orc_compute.BUILD_EVENT]['result'])
         self.assertEqual('host2',
-                         events[compute_tasks.STOCK_BUILD_EVENT]['host'])
+                         events[orc_compute.BUILD_EVENT]['host'])
         self.assertNotIn('orc_spawn', events)
         self.assertEqual(
             [server['id']],
@@ -101,13 +108,8 @@ class MixedVersionsBootTest(MixedVersionsTestBase):
 
     def test_orc_compute_selected_runs_the_host_steps(self):
         self._prefer('host1')
-        before = self._boot_flows()
-        server = self._create_server(networks='none')
-        self.assertEqual('ACTIVE', server['status'])
-        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
-        self.assertEqual(before + 1, self._boot_flows())
+        _server, atoms = self._boot_active_on('host1')
         self.assertEqual([], self.casts)
-        _flow, atoms = self._journal(server['id'])
         self.assertNotIn('endpoint', atoms['claim_host'].results)
         for name in HOST_STEPS:
             self.assertEqual('SUCCESS', atoms[name].state, name)
@@ -117,12 +119,9 @@ class MixedVersionsBootTest(MixedVersionsTestBase):
         self.flags(max_attempts=2, group='scheduler')
         self._prefer('host1')
         attempts = self._fail_spawn_on(['host1'])
-        server = self._create_server(networks='none')
-        self.assertEqual('ACTIVE', server['status'])
-        self.assertEqual('host2', server['OS-EXT-SRV-ATTR:host'])
+        _server, atoms = self._boot_active_on('host2')
         self.assertEqual(['host1', 'host2'], attempts)
         self.assertEqual(['host2'], self.casts)
-        _flow, atoms = self._journal(server['id'])
         self.assertEqual(2, len(atoms['host_retry'].results))
         self.assertEqual('SUCCESS', atoms['build_on_stock_compute'].state)
         # the stock compute is told this is the second attempt, after host1
@@ -142,13 +141,11 @@ class MixedVersionsBootTest(MixedVersionsTestBase):
         self.flags(max_attempts=2, group='scheduler')
         self._prefer('host2')
         attempts = self._fail_spawn_on(['host2'])
-        server = self._create_server(networks='none')
-        self.assertEqual('ACTIVE', server['status'])
-        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        server, atoms = self._boot_active_on('host1')
         self.assertEqual(['host2', 'host1'], attempts)
         # the flow's cast to host2, then stock build_instances' to host1
         self.assertEqual(['host2', 'host1'], self.casts)
-        flow, atoms = self._journal(server['id'])
+        flow, _atoms = self._journal(server['id'])
         self.assertEqual('SUCCESS', flow['state'])
         self.assertEqual('SUCCESS', atoms['build_on_stock_compute'].state)
         self.assertEqual(1, len(atoms['host_retry'].results))
@@ -207,7 +204,7 @@ class MixedVersionsFailoverTest(MixedVersionsTestBase,
         # the stock compute ran its build once
         events = self._events(server['id'])
         self.assertEqual('Success',
-                         events[compute_tasks.STOCK_BUILD_EVENT]['result'])
+                         events[orc_compute.BUILD_EVENT]['result'])
         self.assertEqual(1, self._usages('host2')['VCPU'])
         self.assertEqual([], self.orc.coordinator().list_locks())
 
