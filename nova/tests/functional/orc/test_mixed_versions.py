@@ -182,8 +182,8 @@ class MixedVersionsFailoverTest(MixedVersionsTestBase,
 
     def _create_server(self, **kwargs):
         """The stock helper waits about 10 s for ACTIVE: too short for a
-        death, a session expiry and the resumed step's wait for evidence
-        on a loaded machine. Wait for the flow's end instead (60 s)."""
+        death, a session expiry and the resumed build on a loaded machine.
+        Wait for the flow's end instead (60 s)."""
         server = super(test_boot.OrcBootTestBase, self)._create_server(
             expected_state='BUILD', **kwargs)
         self._wait_for_flow_end(server['id'], timeout=60)
