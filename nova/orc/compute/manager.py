@@ -27,6 +27,14 @@ that:
   real state before acting (``spawn`` the hypervisor, so a guest is never
   created twice; ``allocate_networks`` neutron, so a port is never created
   twice); an undo forgets the record;
+* keeps a graceful shutdown (stock's, compute RPC 6.5) waiting for the
+  builds in progress here: the build of a flow on this host, from
+  ``claim_resources`` to ``finish_build`` or ``abort_claim``, is one
+  in-progress task named ``build_instance`` in the manager's tracker, as
+  stock's build is (``_start_recorded_task`` in
+  ``build_and_run_instance``); the steps themselves are not tracked one by
+  one. The conductor sends every step after the claim to ``compute-alt``,
+  the RPC server a compute shutting down keeps until that wait ends;
 * handles a delete racing the build, as stock's build does: a forward step
   that finds its instance deleted or being deleted does nothing and raises
   ``InstanceNotFound`` / ``UnexpectedDeletingTaskStateError`` (the
@@ -49,8 +57,10 @@ from nova.compute import manager as compute_manager
 from nova.compute import task_states
 from nova.compute import utils as compute_utils
 from nova.compute import vm_states
+from nova import context as nova_context
 from nova import exception
 from nova.i18n import _
+from nova import manager as nova_manager
 from nova.network import model as network_model
 from nova import objects
 from nova.objects import fields
@@ -173,8 +183,11 @@ def host_step(kind, undo=None, build=False):
                 return self._run_step(fn, kind, undo, build, arguments)
             return locked()
 
-        return functools.wraps(fn)(messaging.expected_exceptions(
-            orc_exc.StaleFencingToken, *INSTANCE_DELETED)(wrapper))
+        # the build, not each step, is the in-progress task a graceful
+        # shutdown waits for (OrcComputeEndpoint._track_build)
+        return nova_manager.skip_automatic_rpc_tracking(
+            functools.wraps(fn)(messaging.expected_exceptions(
+                orc_exc.StaleFencingToken, *INSTANCE_DELETED)(wrapper)))
     return decorator
 
 
@@ -195,6 +208,9 @@ class OrcComputeEndpoint:
         #: flow id -> how its build attempt on this host failed
         #: (:data:`NOTIFIED`, :data:`BY_POLICY`, :data:`SILENT`)
         self._failures = collections.OrderedDict()
+        #: flow id -> (instance uuid, key of its ``build_instance`` task
+        #: in the manager's in-progress tracker)
+        self._builds = {}
 
     # --------------------------------------- fencing, idempotency, deletes
     def _check_token(self, instance, job):
@@ -270,13 +286,79 @@ class OrcComputeEndpoint:
             phase=fields.NotificationPhase.ERROR, exception=fault,
             bdms=bdms)
 
+    # ------------------------------------------------ graceful shutdown
+    def _track_build(self, context, instance, job):
+        """Start the in-progress task of the build of flow
+        ``job['flow_id']`` on this host, named ``build_instance`` as stock's
+        (``ComputeManager.build_and_run_instance`` records its build so);
+        nothing when it is tracked already (a resumed flow)."""
+        with self._lock:
+            if job['flow_id'] in self._builds:
+                return
+            key = self.manager._record_task_start(
+                'build_instance', instance.uuid, context.request_id)
+            self._builds[job['flow_id']] = (instance.uuid, key)
+
+    def _end_build(self, job, failed):
+        """End the in-progress task of flow ``job['flow_id']``'s build
+        here, if one is tracked.
+
+        :param failed: bool, how the manager's tracker logs it
+        """
+        with self._lock:
+            entry = self._builds.pop(job['flow_id'], None)
+        if entry is not None:
+            self.manager._record_task_end(entry[1], failed=failed)
+
+    def end_builds_of_deleted_instances(self, context):
+        """End the tracked builds whose instance is deleted or being
+        deleted: their flow stops without another step here (its delete
+        cleans up), so a graceful shutdown must not wait for them.
+
+        :param context: an admin ``RequestContext``
+        :returns: int, how many builds were ended
+        """
+        with self._lock:
+            builds = list(self._builds.items())
+        ended = 0
+        for flow_id, (instance_uuid, _key) in builds:
+            instance = objects.Instance(uuid=instance_uuid, task_state=None)
+            if _deleted(context, instance) is not None:
+                self._end_build({'flow_id': flow_id}, failed=True)
+                ended += 1
+        return ended
+
     def _run_step(self, fn, kind, undo, build, arguments):
-        """Body of :func:`host_step`, under the instance lock."""
+        """Body of :func:`host_step`, under the instance lock: fencing,
+        then the step, inside the span of the build's in-progress task
+        (started by ``claim_resources``; ended by ``finish_build``,
+        ``abort_claim``, a failed claim or a deleted instance)."""
         step = fn.__name__
+        job = arguments['job']
+        self._check_token(arguments['instance'], job)
+        if step == 'claim_resources':
+            self._track_build(arguments['context'], arguments['instance'],
+                              job)
+        try:
+            result = self._run_fenced_step(fn, step, kind, undo, build,
+                                           arguments)
+        except INSTANCE_DELETED:
+            self._end_build(job, failed=True)
+            raise
+        except Exception:
+            if step in ('claim_resources', 'abort_claim'):
+                self._end_build(job, failed=True)
+            raise
+        if step in ('finish_build', 'abort_claim'):
+            self._end_build(job, failed=step == 'abort_claim')
+        return result
+
+    def _run_fenced_step(self, fn, step, kind, undo, build, arguments):
+        """The step once its token passed: undo, or forward with the
+        delete checks and the idempotency record (:func:`host_step`)."""
         context = arguments['context']
         instance = arguments['instance']
         job = arguments['job']
-        self._check_token(instance, job)
         if kind == UNDO:
             self._forget(job)
             if _deleted(context, instance) is not None:
@@ -740,3 +822,19 @@ class OrcComputeManager(compute_manager.ComputeManager):
         super().__init__(*args, **kwargs)
         self.orc_endpoint = OrcComputeEndpoint(self)
         self.additional_endpoints.append(self.orc_endpoint)
+
+    def graceful_shutdown(self, timeout):
+        """Stock graceful shutdown (``ComputeManager.graceful_shutdown``:
+        wait up to ``timeout`` seconds less its clean-up reserve for the
+        tasks in progress, then ``cleanup_host``), once the tracked builds
+        of instances deleted meanwhile are ended (no step of theirs comes
+        back here).
+
+        :param timeout: seconds (``[DEFAULT] manager_shutdown_timeout``)
+        """
+        ended = self.orc_endpoint.end_builds_of_deleted_instances(
+            nova_context.get_admin_context())
+        if ended:
+            LOG.info('Graceful shutdown: %d build(s) of deleted instances '
+                     'no longer waited for', ended)
+        super().graceful_shutdown(timeout)

@@ -54,10 +54,20 @@ def lacks_orc_endpoint(exc):
 class OrcComputeAPI:
     """Calls the host-side steps of a flow on one compute host.
 
-    All methods are synchronous ``call``s to ``compute.<host>`` in namespace
-    ``orc``; errors raised on the host are re-raised here (Nova exceptions
-    keep their class). ``spawn`` uses ``[DEFAULT] long_rpc_timeout`` with
+    All methods are synchronous ``call``s in namespace ``orc``; errors
+    raised on the host are re-raised here (Nova exceptions keep their
+    class). Long steps use ``[DEFAULT] long_rpc_timeout`` with
     ``rpc_response_timeout`` heartbeats, like stock long calls.
+
+    Topics follow stock's graceful shutdown (compute RPC 6.5): the step
+    that starts a build on a host, ``claim_resources``, goes to topic
+    ``compute`` (new work, which a compute shutting down no longer takes,
+    as stock sends ``build_and_run_instance``); every later step and every
+    undo goes to ``compute-alt``, the RPC server a compute keeps during its
+    shutdown to finish the operations in progress (as stock sends the
+    follow-up calls of a migration through
+    ``ComputeAPI.prepare_for_alt_rpcserver``). Every orc compute runs
+    Nova 34, which serves both topics.
     """
 
     def __init__(self):
@@ -67,8 +77,11 @@ class OrcComputeAPI:
             target, version_cap=VERSION,
             serializer=objects_base.NovaObjectSerializer())
 
-    def _call(self, ctxt, host, method, long=False, **kwargs):
+    def _call(self, ctxt, host, method, long=False, new_work=False,
+              **kwargs):
         options = {'server': host, 'version': VERSION}
+        if not new_work:
+            options['topic'] = compute_rpcapi.RPC_TOPIC_ALT
         if long:
             options['timeout'] = CONF.long_rpc_timeout
             options['call_monitor_timeout'] = CONF.rpc_response_timeout
@@ -76,9 +89,9 @@ class OrcComputeAPI:
 
     def claim_resources(self, ctxt, host, instance, node, limits,
                         request_spec, job):
-        return self._call(ctxt, host, 'claim_resources', instance=instance,
-                          node=node, limits=limits, request_spec=request_spec,
-                          job=job)
+        return self._call(ctxt, host, 'claim_resources', new_work=True,
+                          instance=instance, node=node, limits=limits,
+                          request_spec=request_spec, job=job)
 
     def abort_claim(self, ctxt, host, instance, node, reason, job):
         return self._call(ctxt, host, 'abort_claim', instance=instance,

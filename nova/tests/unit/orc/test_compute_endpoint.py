@@ -10,18 +10,24 @@ from oslo_concurrency import lockutils
 import oslo_messaging as messaging
 from oslo_utils.fixture import uuidsentinel as uuids
 
+from nova.compute import rpcapi as compute_rpcapi
 from nova.compute import task_states
 from nova.compute import vm_states
 from nova import context as nova_context
 from nova import exception
+from nova import manager as nova_manager
 from nova import objects
 from nova.orc.compute import manager as orc_compute
+from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
 from nova import test
 from nova import utils
 
 
-class HostStepTest(test.NoDBTestCase):
+class EndpointTestBase(test.NoDBTestCase):
+    """The endpoint with a mocked compute manager, the instance read from
+    a mocked database (``db_task_state``: its task state there, 'gone':
+    deleted)."""
 
     def setUp(self):
         super().setUp()
@@ -45,7 +51,15 @@ class HostStepTest(test.NoDBTestCase):
                                          'get_by_instance_uuid',
                                          return_value=[]),
                        mock.patch('nova.virt.driver.get_block_device_info',
-                                  return_value={})):
+                                  return_value={}),
+                       mock.patch('nova.compute.utils.'
+                                  'notify_about_instance_create'),
+                       mock.patch('nova.objects.InstanceActionEvent.'
+                                  'event_start'),
+                       mock.patch('nova.objects.InstanceActionEvent.'
+                                  'event_finish'),
+                       mock.patch('nova.objects.InstanceActionEvent.'
+                                  'event_finish_with_failure')):
             target.start()
             self.addCleanup(target.stop)
 
@@ -88,6 +102,20 @@ class HostStepTest(test.NoDBTestCase):
         self.assertIsInstance(exc.exc_info[1], exc_class)
         return exc.exc_info[1]
 
+    def _claim(self, token=0):
+        """claim_resources of the test instance, as the conductor's
+        ClaimHost calls it."""
+        self.mgr._get_request_group_mapping.return_value = None
+        self.instance.task_state = task_states.SCHEDULING
+        self.instance.system_metadata = {}
+        return self.endpoint.claim_resources(
+            self.ctxt, instance=self.instance, node='node1', limits={},
+            request_spec=objects.RequestSpec(),
+            job=self._job(token, atom='claim_host'))
+
+
+class HostStepTest(EndpointTestBase):
+
     def test_claim_saves_the_resources_it_assigned(self):
         """Resources the resource tracker assigns (vPMEM namespaces) are set
         on the instance after instance_claim's own save: the step saves
@@ -105,16 +133,7 @@ class HostStepTest(test.NoDBTestCase):
         objects.Instance.save.side_effect = lambda *a, **k: saved.append(
             self.instance.resources if 'resources' in self.instance
             else None)
-        self.mgr._get_request_group_mapping.return_value = None
-        self.instance.task_state = task_states.SCHEDULING
-        self.instance.system_metadata = {}
-        for target in ('nova.compute.utils.notify_about_instance_create',
-                       'nova.objects.InstanceActionEvent.event_start'):
-            self.useFixture(fixtures.MockPatch(target))
-        self.endpoint.claim_resources(
-            self.ctxt, instance=self.instance, node='node1', limits={},
-            request_spec=objects.RequestSpec(),
-            job=self._job(atom='claim_host'))
+        self._claim()
         self.assertIs(assigned, saved[-1])
 
     # ------------------------------------------------------------ fencing
@@ -267,3 +286,131 @@ class HostStepTest(test.NoDBTestCase):
         self.mgr.rt.abort_instance_claim.assert_not_called()
         self.mgr._cleanup_allocated_networks.assert_not_called()
         self.mgr.driver.destroy.assert_not_called()
+
+
+class TrackedBuildTest(EndpointTestBase):
+    """A graceful shutdown waits for the builds in progress on the host:
+    a flow's build there is one in-progress task named as stock's
+    (``build_instance``) from the claim to ``finish_build`` or
+    ``abort_claim``, in the manager's own tracker; the steps are not
+    tracked one by one (upstream ``test_graceful_shutdown.
+    TestComputeGracefulShutdown.test_build_instance_track_wait_during_
+    shutdown``)."""
+
+    def setUp(self):
+        super().setUp()
+        tracker = nova_manager.Manager(host='host1', service_name='compute')
+        self.mgr._record_task_start = tracker._record_task_start
+        self.mgr._record_task_end = tracker._record_task_end
+        self.tracked = tracker._in_progress_tasks
+
+    def _tracked(self):
+        return [(t['name'], t['instance_uuid'])
+                for t in self.tracked.values()]
+
+    def _finish(self, token=0):
+        self.instance.task_state = task_states.SPAWNING
+        return self.endpoint.finish_build(
+            self.ctxt, instance=self.instance, node='node1',
+            network_info=None, job=self._job(token, 'finalize'))
+
+    def _abort(self, token=0):
+        return self.endpoint.abort_claim(
+            self.ctxt, instance=self.instance, node='node1', reason='x',
+            job=self._job(token, 'claim_host'))
+
+    def test_build_is_one_task_from_claim_to_finish(self):
+        build = [('build_instance', uuids.instance)]
+        self._claim()
+        self.assertEqual(build, self._tracked())
+        self._claim()  # a resumed flow claims again: still one task
+        self._spawn()
+        self.assertEqual(build, self._tracked())
+        self._finish()
+        self.assertEqual([], self._tracked())
+
+    def test_abort_claim_ends_the_build(self):
+        self._claim()
+        self._abort()
+        self.assertEqual([], self._tracked())
+        # the undo of a deleted instance's claim (left to its delete) too
+        self._claim()
+        self.db_task_state = task_states.DELETING
+        self.assertIsNone(self._abort())
+        self.assertEqual([], self._tracked())
+
+    def test_failed_claim_ends_the_build(self):
+        self.mgr.rt.instance_claim.side_effect = (
+            exception.ComputeResourcesUnavailable(reason='full'))
+        self.assertRaises(exception.ComputeResourcesUnavailable, self._claim)
+        self.assertEqual([], self._tracked())
+
+    def test_step_finding_the_instance_deleted_ends_the_build(self):
+        self._claim()
+        self.db_task_state = 'gone'
+        self.assertRaisesExpected(exception.InstanceNotFound, self._spawn)
+        self.assertEqual([], self._tracked())
+
+    def test_stale_undo_does_not_end_the_new_owners_build(self):
+        self._claim(token=2)
+        self.assertRaisesExpected(orc_exc.StaleFencingToken,
+                                  lambda: self._abort(token=1))
+        self.assertEqual([('build_instance', uuids.instance)],
+                         self._tracked())
+
+    def test_shutdown_stops_waiting_for_builds_of_deleted_instances(self):
+        self._claim()
+        self.assertEqual(0, self.endpoint.end_builds_of_deleted_instances(
+            self.ctxt))
+        self.assertEqual(1, len(self._tracked()))
+        self.db_task_state = task_states.DELETING
+        self.assertEqual(1, self.endpoint.end_builds_of_deleted_instances(
+            self.ctxt))
+        self.assertEqual([], self._tracked())
+
+    def test_steps_skip_the_per_call_tracking(self):
+        for step in ('claim_resources', 'abort_claim', 'allocate_networks',
+                     'deallocate_networks', 'prep_block_devices',
+                     'cleanup_block_devices', 'spawn', 'destroy_guest',
+                     'finish_build'):
+            method = getattr(self.endpoint, step)
+            self.assertTrue(
+                getattr(method, '_skip_automatic_rpc_tracking', False), step)
+
+
+class OrcComputeAPITopicTest(test.NoDBTestCase):
+    """The claim goes to topic ``compute`` (new work: a compute shutting
+    down takes none); every later step and undo to ``compute-alt``, which a
+    compute shutting down serves until its in-progress tasks end (stock
+    ``ComputeAPI.prepare_for_alt_rpcserver``)."""
+
+    def test_topics(self):
+        api = orc_rpcapi.OrcComputeAPI()
+        ctxt = nova_context.RequestContext('user', 'project')
+        with mock.patch.object(api.client, 'prepare') as prepare:
+            calls = {
+                'claim_resources': dict(node='n', limits={},
+                                        request_spec=None),
+                'abort_claim': dict(node='n', reason='x'),
+                'allocate_networks': dict(requested_networks=None,
+                                          security_groups=[],
+                                          provider_mapping=None),
+                'deallocate_networks': dict(requested_networks=None),
+                'prep_block_devices': dict(image={}),
+                'cleanup_block_devices': {},
+                'spawn': dict(node='n', image={}, injected_files=None,
+                              admin_password=None, network_info=None),
+                'destroy_guest': dict(network_info=None),
+                'finish_build': dict(node='n', network_info=None),
+            }
+            topics = {}
+            for method, kwargs in calls.items():
+                prepare.reset_mock()
+                getattr(api, method)(ctxt, 'host1', instance=None, job={},
+                                     **kwargs)
+                options = prepare.call_args.kwargs
+                self.assertEqual('host1', options['server'])
+                topics[method] = options.get('topic', compute_rpcapi.RPC_TOPIC)
+        self.assertEqual(compute_rpcapi.RPC_TOPIC, topics.pop(
+            'claim_resources'))
+        self.assertEqual({compute_rpcapi.RPC_TOPIC_ALT}, set(topics.values()))
