@@ -131,6 +131,11 @@ region = RegionOne
 # the fake virt driver's snapshot() returns without uploading anything: the
 # snapshot image stays 'queued' for ever and every snapshot test times out
 snapshot = false
+# off by default in Tempest; the fake virt driver does them (resize and
+# cold migration, set_admin_password, injected files), both sides alike
+resize = true
+change_password = true
+personality = true
 [network]
 # ML2 with a fake L2 agent: ports bind and go ACTIVE, nothing forwards
 # packets; the per-project routers get their gateway on 'public'
