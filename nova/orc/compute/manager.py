@@ -99,6 +99,12 @@ UNDO = 'undo'
 BUILD_STEPS = ('claim_resources', 'allocate_networks', 'prep_block_devices',
                'spawn')
 
+#: the step that starts a build's in-progress task on this host, and the
+#: steps that end it (OrcComputeEndpoint._track_build): the build done, or
+#: its claim undone
+BUILD_START = 'claim_resources'
+BUILD_ENDS = ('finish_build', 'abort_claim')
+
 #: how a build attempt on this host failed, for :meth:`OrcComputeEndpoint.
 #: abort_claim`: ``create.error`` sent, the failure counts against the node
 NOTIFIED = 'notified'
@@ -336,7 +342,7 @@ class OrcComputeEndpoint:
         step = fn.__name__
         job = arguments['job']
         self._check_token(arguments['instance'], job)
-        if step == 'claim_resources':
+        if step == BUILD_START:
             self._track_build(arguments['context'], arguments['instance'],
                               job)
         try:
@@ -346,11 +352,13 @@ class OrcComputeEndpoint:
             self._end_build(job, failed=True)
             raise
         except Exception:
-            if step in ('claim_resources', 'abort_claim'):
+            # a failed claim or undo of the claim ends the build here; a
+            # failed later step is followed by the flow's abort_claim
+            if step == BUILD_START or kind == UNDO and step in BUILD_ENDS:
                 self._end_build(job, failed=True)
             raise
-        if step in ('finish_build', 'abort_claim'):
-            self._end_build(job, failed=step == 'abort_claim')
+        if step in BUILD_ENDS:
+            self._end_build(job, failed=kind == UNDO)
         return result
 
     def _run_fenced_step(self, fn, step, kind, undo, build, arguments):
