@@ -14,6 +14,11 @@ and after the last (the end):
   ``socket:``), which counts database, RabbitMQ and ZooKeeper connections
   alike.
 
+With ``--tracemalloc-dir`` (the conductor runs under
+``tools/bench/tracemalloc_conductor.py``) a tracemalloc snapshot of the
+conductor's processes is taken at both samples, ``start.PID.snapshot``
+and ``end.PID.snapshot`` in that folder.
+
 Prints one line per sample and ``LABEL start ... end ... growth ...``.
 Exits non-zero when a server goes to ERROR or a batch does not end within
 ``--batch-timeout`` seconds. Every loop is bounded.
@@ -70,6 +75,31 @@ def sample(pgid):
             'processes': len(pids)}
 
 
+def tracemalloc_snapshot(directory, name, pgid, timeout=300):
+    """Ask every process of the conductor's group ``pgid`` for tracemalloc
+    snapshot ``name`` and wait until each has written
+    ``DIRECTORY/NAME.PID.snapshot`` (at most ``timeout`` seconds).
+
+    :raises SystemExit: a snapshot did not come in time.
+    """
+    request = os.path.join(directory, 'request')
+    with open(request + '.part', 'w') as f:
+        f.write(name)
+    os.rename(request + '.part', request)
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = [pid for pid in group_processes(pgid)
+                   if not os.path.exists(os.path.join(
+                       directory, '%s.%d.snapshot' % (name, pid)))]
+        if not missing:
+            break
+        if time.monotonic() > deadline:
+            sys.exit('no tracemalloc snapshot %s from pids %s after %d s' % (
+                name, missing, timeout))
+        time.sleep(0.5)
+    os.unlink(request)
+
+
 def boot_batch(conn, label, index, count, image, flavor, timeout):
     """Boot ``count`` servers, wait ACTIVE, delete, wait gone (seconds
     bounded by ``timeout`` each way)."""
@@ -108,6 +138,9 @@ def main():
     parser.add_argument('--conductor-pid', type=int, required=True,
                         help='process group id of the conductor service')
     parser.add_argument('--batch-timeout', type=int, default=300)
+    parser.add_argument('--tracemalloc-dir',
+                        help='take tracemalloc snapshots of the conductor '
+                             '(tools/bench/tracemalloc_conductor.py) there')
     args = parser.parse_args()
     conn = openstack.connect(compute_api_version='2.37')
     image = conn.image.find_image('cirros-fake').id
@@ -119,6 +152,9 @@ def main():
         boot_batch(conn, args.label, index, args.batch, image, flavor,
                    args.batch_timeout)
         if index == 0:
+            if args.tracemalloc_dir:
+                tracemalloc_snapshot(args.tracemalloc_dir, 'start',
+                                     args.conductor_pid)
             start = sample(args.conductor_pid)
             print('%s after batch 1: %s' % (args.label, _fmt(start)),
                   flush=True)
@@ -127,6 +163,8 @@ def main():
                 args.label, (index + 1) * args.batch,
                 time.monotonic() - t0, _fmt(sample(args.conductor_pid))),
                 flush=True)
+    if args.tracemalloc_dir:
+        tracemalloc_snapshot(args.tracemalloc_dir, 'end', args.conductor_pid)
     end = sample(args.conductor_pid)
     print('%s start %s; end %s; growth rss %+.1f MB, threads %+d, sockets '
           '%+d over %d boots after the first batch, %.0f s' % (
