@@ -82,6 +82,7 @@ def tracemalloc_snapshot(directory, name, pgid, timeout=300):
 
     :raises SystemExit: a snapshot did not come in time.
     """
+    # the request file tools/bench/tracemalloc_conductor.py (REQUEST) reads
     request = os.path.join(directory, 'request')
     with open(request + '.part', 'w') as f:
         f.write(name)

@@ -29,7 +29,7 @@ import threading
 import time
 import tracemalloc
 
-REQUEST = 'request'
+REQUEST = 'request'  # tools/aio.d/soak.py writes it under this name
 
 
 def _snapshots(directory):
@@ -76,9 +76,11 @@ def run_conductor():
 
 
 def compare(old_path, new_path, limit=25):
-    """Print the ``limit`` allocation sites (grouped by traceback) whose
-    size grew most from snapshot ``old_path`` to ``new_path``, then the
-    totals, in bytes; frames of this file and of tracemalloc are left out.
+    """Print the traced totals (MB) of snapshots ``old_path`` and
+    ``new_path``, then the ``limit`` allocation sites (grouped by whole
+    traceback, every recorded frame printed, oldest first) whose size grew
+    most between them, in kB. Traces whose most recent frame is in this
+    file or in tracemalloc (the snapshot thread's own) are left out.
     """
     excluded = [tracemalloc.Filter(False, __file__),
                 tracemalloc.Filter(False, tracemalloc.__file__)]
@@ -92,7 +94,9 @@ def compare(old_path, new_path, limit=25):
     for diff in diffs[:limit]:
         print('%+9.1f kB %+7d blocks  (now %.1f kB)' % (
             diff.size_diff / 1e3, diff.count_diff, diff.size / 1e3))
-        for line in diff.traceback.format()[-12:]:
+        # all frames: the caller that keeps a block is rarely the
+        # innermost one (a json.loads under a journal read, say)
+        for line in diff.traceback.format():
             print('    ' + line)
 
 
