@@ -57,6 +57,19 @@ LOCK_POLL_INTERVAL = 0.1
 MIN_OPERATION_WAIT = 1.0
 
 
+#: fraction of the session timeout a lease is shortened by: the margin
+#: that covers the time from a lease check to the request it guards and a
+#: server whose clock runs a little fast (see :meth:`Coordinator.hold_lease`)
+LEASE_MARGIN = 1.0 / 3
+#: how often, as a fraction of the session timeout, the lease is renewed
+#: (a ZooKeeper ``exists`` of the chroot: ~1 ms on loopback)
+LEASE_RENEW_EVERY = 1.0 / 4
+
+#: the lease's clock: monotonic, so it moves while the process is paused
+#: (SIGSTOP) and a check made on waking finds the lease run out
+_clock = time.monotonic
+
+
 def _lock_record(owner, conductor):
     return {'owner': owner, 'conductor': conductor,
             'since': timeutils.utcnow().isoformat()}
@@ -125,6 +138,33 @@ class Coordinator:
         after stop and while disconnected; ``memory://``: a constant of
         this process)."""
         raise NotImplementedError()
+
+    def hold_lease(self, session):
+        """Return only while ZooKeeper surely still holds ``session``, and
+        with it every ephemeral node (job claim) of that session.
+
+        The check made right before every conductor-side side effect of a
+        flow (:mod:`nova.orc.fencing`). Cheap when the lease is fresh: an
+        in-memory comparison on the monotonic clock. The lease is void
+        from the moment kazoo reports the connection ``SUSPENDED`` or the
+        session ``LOST``, and once ``[orc] zookeeper_session_timeout`` x
+        (1 - :data:`LEASE_MARGIN`) seconds have passed since the send time
+        of the last request the server answered on this session (ZooKeeper
+        expires a session no earlier than a full timeout after it last
+        heard from it). A process that was paused (SIGSTOP, a frozen VM)
+        finds its lease void on waking, before kazoo has even noticed.
+        A void lease of a session still alive (a short disconnection) is
+        renewed here by one request, waited out within ``[orc]
+        coordination_outage_timeout``.
+
+        :param session: int, the session a claim belongs to (its
+            :meth:`session_id` when claimed); None: the current session
+        :raises nova.orc.exception.SessionLost: that session ended (or is
+            not the current one): its claims may be another conductor's now
+        :raises nova.orc.exception.CoordinationUnavailable: it cannot be
+            told within ``[orc] coordination_outage_timeout`` (ZooKeeper
+            unreachable)
+        """
 
     def claim_token(self, path, session=None):
         """The fencing token of a job claim: the creation zxid
@@ -259,6 +299,10 @@ class MemoryCoordinator(Coordinator):
             return _MEMORY_SESSIONS.setdefault(
                 pid, random.SystemRandom().getrandbits(63))
 
+    def hold_lease(self, session):
+        """Always held: an in-process session cannot be lost; see
+        :meth:`Coordinator.hold_lease`."""
+
     def claim_token(self, path, session=None):
         """Not available: ``memory://`` has no job claims (raises
         NotImplementedError); see :meth:`Coordinator.claim_token`."""
@@ -360,6 +404,16 @@ class ZooKeeperCoordinator(Coordinator):
         self._local = threading.local()
         # session states for the notifier thread (None: not started)
         self._events = None
+        # the lease (see hold_lease): the session last heard from, the
+        # monotonic time until which it surely lives, an epoch bumped by
+        # every suspension or loss (a renewal sent before it renews
+        # nothing) and the sessions this process lost
+        self._lease_lock = threading.Lock()
+        self._lease_session = None
+        self._lease_until = None
+        self._lease_epoch = 0
+        self._ended_sessions = set()
+        self._renewer_stop = None
 
     def start(self):
         if self.client is not None:
@@ -386,6 +440,7 @@ class ZooKeeperCoordinator(Coordinator):
                 reason='ZooKeeper %s: %s' % (self.hosts, e))
         self.client = client
         self._start_notifier()
+        self._start_renewer()
         try:
             self._retrying(self._ensure_path, self.base + '/locks')
         except Exception:
@@ -400,6 +455,11 @@ class ZooKeeperCoordinator(Coordinator):
             return
         # our own stop is no lost session: stop listening first
         client.remove_listener(self._on_state)
+        if self._renewer_stop is not None:
+            self._renewer_stop.set()
+            self._renewer_stop = None
+        with self._lease_lock:
+            self._lease_until = None
         events, self._events = self._events, None
         try:
             client.stop()
@@ -437,7 +497,17 @@ class ZooKeeperCoordinator(Coordinator):
 
     def _on_state(self, state):
         """kazoo's state listener: runs on kazoo's connection thread, so
-        it only queues the event for :meth:`_notify`."""
+        it only voids the lease (at once: nothing may act on a claim from
+        now on) and queues the event for :meth:`_notify`."""
+        if state in (kazoo_states.KazooState.SUSPENDED,
+                     kazoo_states.KazooState.LOST):
+            with self._lease_lock:
+                self._lease_epoch += 1
+                self._lease_until = None
+                if (state == kazoo_states.KazooState.LOST and
+                        self._lease_session is not None):
+                    self._ended_sessions.add(self._lease_session)
+                    self._lease_session = None
         events = self._events
         name = _SESSION_STATES.get(state)
         if events is not None and name is not None:
@@ -461,6 +531,95 @@ class ZooKeeperCoordinator(Coordinator):
                 except Exception:
                     LOG.exception('Coordination session listener %r failed '
                                   'on %s', callback, state)
+
+    # the lease
+
+    def _start_renewer(self):
+        """A thread renewing the lease every :data:`LEASE_RENEW_EVERY` x
+        the session timeout, so that :meth:`hold_lease` finds it fresh."""
+        stop = threading.Event()
+        self._renewer_stop = stop
+        self._renew_lease()
+        period = CONF.orc.zookeeper_session_timeout * LEASE_RENEW_EVERY
+
+        def renew():
+            while not stop.wait(period):
+                self._renew_lease()
+        threading.Thread(target=renew, daemon=True,
+                         name='nova-orc-coordination-lease').start()
+
+    def _renew_lease(self, deadline=None):
+        """One request on the current session; when the server answers,
+        the lease lasts until the request's *send* time plus the session
+        timeout less the margin. A suspension or loss while it was in
+        flight renews nothing.
+
+        :param deadline: monotonic time to wait for the answer until
+            (default: one session timeout)
+        :returns: True when the lease was renewed
+        """
+        client = self.client
+        session = self.session_id()
+        if client is None or session is None or not client.connected:
+            return False
+        timeout = CONF.orc.zookeeper_session_timeout
+        with self._lease_lock:
+            if session in self._ended_sessions:
+                return False
+            epoch = self._lease_epoch
+        sent = _clock()
+        wait = timeout if deadline is None else min(timeout, deadline - sent)
+        if wait <= 0:
+            return False
+        try:
+            client.exists_async(self.base).get(timeout=wait)
+        except Exception as e:
+            LOG.debug('Lease of session %s not renewed: %r', session, e)
+            return False
+        with self._lease_lock:
+            if self._lease_epoch != epoch or self.session_id() != session:
+                return False
+            until = sent + timeout * (1 - LEASE_MARGIN)
+            if self._lease_session != session or self._lease_until is None \
+                    or until > self._lease_until:
+                self._lease_until = until
+            self._lease_session = session
+        return True
+
+    def hold_lease(self, session):
+        """See :meth:`Coordinator.hold_lease`."""
+        self._check_started()
+        bound = max(CONF.orc.coordination_outage_timeout, MIN_OPERATION_WAIT)
+        deadline = None
+        while True:
+            now = _clock()
+            current = self.session_id()
+            wanted = current if session is None else session
+            with self._lease_lock:
+                if wanted is not None and wanted in self._ended_sessions:
+                    raise orc_exc.SessionLost(
+                        session=wanted, reason='expired, or closed by '
+                        'ZooKeeper %s' % self.hosts)
+                held = (wanted is not None and
+                        self._lease_session == wanted and
+                        self._lease_until is not None and
+                        now < self._lease_until)
+            if (current is not None and wanted is not None and
+                    current != wanted):
+                raise orc_exc.SessionLost(
+                    session=wanted, reason='replaced by session %s' % current)
+            if held:
+                return
+            if deadline is None:
+                deadline = now + bound
+                LOG.info('Lease of ZooKeeper session %s void: renewing it '
+                         'before acting (at most %.0f s)', wanted, bound)
+            elif now >= deadline:
+                raise orc_exc.CoordinationUnavailable(
+                    reason='ZooKeeper %s: the lease of session %s could not '
+                    'be renewed within %.1f s' % (self.hosts, wanted, bound))
+            if not self._renew_lease(deadline):
+                self._sleep(min(0.1, max(0.0, deadline - _clock())))
 
     # bounded calls
 

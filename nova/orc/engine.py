@@ -60,6 +60,7 @@ from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import events
 from nova.orc import exception as orc_exc
+from nova.orc import fencing
 from nova.orc import flows
 from nova.orc.flows import names
 from nova.orc import jobboard
@@ -192,15 +193,50 @@ class JobRun:
             raise orc_exc.JobAborted(flow_id=self.claim.flow_id,
                                      reason=self.abort_reason)
 
+    def fence(self):
+        """Right before a side effect of this run (every one passes
+        through :func:`nova.orc.fencing.check`, the journal's writes
+        through the lease given to ``claim_flow``): return only while the
+        claim is surely still ours, by this conductor's coordination lease
+        (:meth:`nova.orc.coordination.Coordinator.hold_lease`; an in-memory
+        check while the lease is fresh). A run whose session ended is
+        marked lost and suspended: it never acts again.
+
+        :raises nova.orc.exception.ClaimLost: the claim's session ended
+        :raises nova.orc.exception.CoordinationUnavailable: it cannot be
+            told within ``[orc] coordination_outage_timeout``
+        """
+        if not self.lost:
+            try:
+                self.orchestrator.coordinator.hold_lease(self.claim.session)
+                return
+            except orc_exc.SessionLost as e:
+                self.lost = True
+                self.suspend('claim lost: %s' % e)
+        raise orc_exc.ClaimLost(flow_id=self.claim.flow_id)
+
+    def journal_lease(self):
+        """:meth:`fence` for the journal's writes of this run: a lost
+        claim refuses the write as a fenced one
+        (:class:`nova.orc.persistence.backend.FlowFenced`, a TaskFlow
+        ``StorageFailure``: the engine stops without reverting)."""
+        try:
+            self.fence()
+        except orc_exc.ClaimLost as e:
+            raise journal.FlowFenced(self.claim.flow_id, self.token, None,
+                                     reason=str(e))
+
     def ensure_owned(self):
         """Before a write that no fencing token guards (placement): the
-        claim is still ours, asked of the board now (a ZooKeeper read).
+        lease holds (:meth:`fence`) and the claim node is still ours,
+        asked of the board now (a ZooKeeper read).
 
         :raises nova.orc.exception.ClaimLost: it is not
         :raises nova.orc.exception.CoordinationUnavailable: it cannot be
             told now
         """
-        if self.lost or not self.orchestrator.board.still_owned(self.claim):
+        self.fence()
+        if not self.orchestrator.board.still_owned(self.claim):
             self.lost = True
             raise orc_exc.ClaimLost(flow_id=self.claim.flow_id)
 
@@ -262,6 +298,7 @@ class Orchestrator:
             if self._started:
                 return
             self._warn_if_locks_are_not_shared()
+            fencing.install()
             self.coordinator.start()
             self.coordinator.add_session_listener(self._on_session_change)
             self.board.connect()
@@ -366,6 +403,13 @@ class Orchestrator:
     def post(self, context, module, store, transient, instance_uuid,
              display_name=None):
         """Journal a flow and post its job; returns at once.
+
+        A flow once journaled is never ended here: when its job cannot be
+        posted (ZooKeeper unreachable past ``[orc]
+        coordination_outage_timeout``, a session lost and none back in
+        that time) it stays journaled and a conductor adopts it
+        (:meth:`adopt_orphans`) once ZooKeeper answers: the request waits,
+        it does not fail.
 
         :param context: RequestContext of the API request
         :param module: the flow module (e.g. :mod:`nova.orc.flows.boot`)

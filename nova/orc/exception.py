@@ -70,6 +70,15 @@ class ClaimLost(exception.NovaException):
                 'lost; not acting any more')
 
 
+class SessionLost(exception.NovaException):
+    """This conductor's coordination session that held a claim ended (or
+    was replaced by a new one): every claim of that session may belong to
+    another conductor now. Raised by
+    :meth:`nova.orc.coordination.Coordinator.hold_lease`."""
+
+    msg_fmt = _('Coordination session %(session)s ended: %(reason)s')
+
+
 class JournalNotFound(exception.NotFound):
     """No flow journal entry matches the given instance or flow."""
     msg_fmt = _('No flow found for %(ref)s')

@@ -17,6 +17,7 @@ import oslo_messaging as messaging
 from nova.compute import rpcapi as compute_rpcapi
 import nova.conf
 from nova.objects import base as objects_base
+from nova.orc import fencing
 from nova import rpc
 
 CONF = nova.conf.CONF
@@ -85,6 +86,10 @@ class OrcComputeAPI:
         if long:
             options['timeout'] = CONF.long_rpc_timeout
             options['call_monitor_timeout'] = CONF.rpc_response_timeout
+        # the compute checks the token too, but only against the highest
+        # it saw: a conductor woken from a pause must not reach a compute
+        # the flow's new owner has not reached yet
+        fencing.check()
         return self.client.prepare(**options).call(ctxt, method, **kwargs)
 
     def claim_resources(self, ctxt, host, instance, node, limits,

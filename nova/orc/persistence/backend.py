@@ -199,11 +199,12 @@ class FlowFenced(tf_exc.StorageFailure):
     A TaskFlow ``StorageFailure``: the engine stops with it.
     """
 
-    def __init__(self, flow_uuid, token, owner_token):
+    def __init__(self, flow_uuid, token, owner_token, reason=None):
         super().__init__(
-            'nova-orc journal: flow %s is claimed with owner token %s, this '
-            'conductor claimed it with %s: write refused' % (
-                flow_uuid, owner_token, token))
+            'nova-orc journal: flow %s: %s, this conductor claimed it with '
+            '%s: write refused' % (
+                flow_uuid, reason or 'claimed with owner token %s' %
+                owner_token, token))
         self.flow_uuid = flow_uuid
         self.token = token
         self.owner_token = owner_token
@@ -415,6 +416,9 @@ class JournalBackend(base.Backend):
         self._tokens = {}
         # flow uuid -> the greater owner token that fenced this backend off
         self._fenced = {}
+        # flow uuid -> callable run before each write of the flow (the
+        # run's lease, see claim_flow)
+        self._leases = {}
 
     def get_connection(self):
         return JournalConnection(self)
@@ -496,8 +500,12 @@ class JournalBackend(base.Backend):
         """``(owner token or None, snapshot of what is deferred)`` for a
         transaction writing ``flow_uuid``.
 
-        :raises FlowFenced: a greater token was seen for the flow
+        :raises FlowFenced: a greater token was seen for the flow, or the
+            lease the flow was claimed with does not hold
         """
+        lease = self._leases.get(flow_uuid)
+        if lease is not None:
+            lease()
         with self._lock:
             self._check_not_fenced(flow_uuid)
             pending = self._pending.get(flow_uuid)
@@ -540,23 +548,27 @@ class JournalBackend(base.Backend):
             self._new_atoms.pop(ad_uuid, None)
         self._tokens.pop(flow_uuid, None)
         self._fenced.pop(flow_uuid, None)
+        self._leases.pop(flow_uuid, None)
 
     def _forget_all(self):
         with self._lock:
             for cache in (self._atoms, self._flow_atoms, self._pending,
-                          self._new_atoms, self._tokens, self._fenced):
+                          self._new_atoms, self._tokens, self._fenced,
+                          self._leases):
                 cache.clear()
 
     def _fence(self, flow_uuid, owner_token):
         with self._lock:
             self._fenced[flow_uuid] = owner_token
 
-    def _claimed(self, flow_uuid, token):
+    def _claimed(self, flow_uuid, token, lease=None):
         """A new run of the flow: what this backend had of it is dropped
         (its rows are rewritten at the run's first flow save)."""
         with self._lock:
             self._forget(flow_uuid)
             self._tokens[flow_uuid] = token
+            if lease is not None:
+                self._leases[flow_uuid] = lease
 
 
 class JournalConnection(base.Connection):
@@ -594,7 +606,7 @@ class JournalConnection(base.Connection):
 
     # ------------------------------------------------------------ fencing
     @_measured
-    def claim_flow(self, flow_uuid, token):
+    def claim_flow(self, flow_uuid, token, lease=None):
         """Record ``token`` as the owner token of flow ``flow_uuid``.
 
         From then on every write of the flow's rows (flow and atoms) by
@@ -611,10 +623,18 @@ class JournalConnection(base.Connection):
         :param flow_uuid: str, the flow detail's uuid
         :param token: int, the owner token of this run (increasing with
             each takeover, e.g. from the ZooKeeper claim)
+        :param lease: ``callable()`` run before every later write of the
+            flow by this backend (and before this claim), raising
+            :class:`FlowFenced` (or another ``StorageFailure``) when the
+            claim may be lost: it closes the interval in which a conductor
+            woken from a pause could still write before another one claimed
+            the flow (:meth:`nova.orc.engine.JobRun.journal_lease`)
         :raises FlowFenced: the flow holds a greater token already
         :raises taskflow.exceptions.NotFound: no such flow
         """
         token = int(token)
+        if lease is not None:
+            lease()
         with self._engine().begin() as conn:
             params = {'b_uuid': flow_uuid, 'b_token': token}
             if conn.execute(_CLAIM, params).rowcount == 0:
@@ -622,7 +642,7 @@ class JournalConnection(base.Connection):
                 if row is None:
                     raise tf_exc.NotFound('No flow detail %s' % flow_uuid)
                 raise FlowFenced(flow_uuid, token, row.owner_token)
-        self._backend._claimed(flow_uuid, token)
+        self._backend._claimed(flow_uuid, token, lease)
 
     def _check_fence(self, conn, flow_uuid, token):
         """An UPDATE of a claimed flow matched no row: raise

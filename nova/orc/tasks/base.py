@@ -19,6 +19,7 @@ from nova import context as nova_context
 from nova import exception
 from nova import objects
 from nova.orc import exception as orc_exc
+from nova.orc import fencing
 
 LOG = logging.getLogger(__name__)
 
@@ -141,9 +142,26 @@ class OrcTask(task.Task):
         return self.orc.manager
 
     def pre_execute(self):
-        """Refuse to start a task of an aborted job
+        """Bind the run to this thread (every side effect of the task is
+        fenced by the run's lease from now on, :mod:`nova.orc.fencing`),
+        then refuse to start a task of an aborted job
         (:class:`nova.orc.exception.JobAborted`): the flow reverts."""
+        fencing.enter(self.run)
         self.run.check_not_aborted()
+
+    def post_execute(self):
+        """Unbind the run from this thread (TaskFlow calls it whatever
+        :meth:`execute` did)."""
+        fencing.leave()
+
+    def pre_revert(self):
+        """Bind the run to this thread: the undo is fenced as the execute
+        was."""
+        fencing.enter(self.run)
+
+    def post_revert(self):
+        """Unbind the run from this thread."""
+        fencing.leave()
 
     def delete_allocations(self, context, consumer_uuid):
         """Delete the consumer's placement allocations (``force``: whatever
@@ -159,6 +177,7 @@ class OrcTask(task.Task):
             told now
         """
         self.run.ensure_owned()
+        fencing.check()
         self.manager.report_client.delete_allocation_for_instance(
             context, consumer_uuid, force=True)
 

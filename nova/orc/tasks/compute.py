@@ -19,6 +19,7 @@ import nova.conf
 from nova import exception
 from nova import objects
 from nova.orc.compute import rpcapi as orc_rpcapi
+from nova.orc import fencing
 from nova.orc.tasks import base
 from nova.scheduler import utils as scheduler_utils
 
@@ -234,8 +235,10 @@ class BuildOnStockCompute(base.OrcTask):
     CAST_TO = 'cast_to'
 
     def pre_execute(self):
-        """No abort check here: :meth:`execute` checks before the cast
-        only (an abort cannot stop a build the compute already owns)."""
+        """Bind the run to this thread (fencing) but no abort check here:
+        :meth:`execute` checks before the cast only (an abort cannot stop a
+        build the compute already owns)."""
+        fencing.enter(self.run)
 
     def execute(self, context, flow_id, instance_uuid, cell_uuid, claim,
                 selection, host_list, spec_with_mapping, image,
@@ -298,11 +301,13 @@ class BuildOnStockCompute(base.OrcTask):
             cctxt, instance.uuid)
         if attempt:
             # stock build_instances on a reschedule: attachments an earlier
-            # attempt's revert deleted are made again
+            # attempt's revert deleted are made again (in cinder: no token)
+            fencing.check()
             self.manager._validate_existing_attachment_ids(
                 cctxt, instance, bdms)
         LOG.info('Casting build_and_run_instance to stock compute %s',
                  sel.service_host, instance=instance)
+        fencing.check()
         self.manager.compute_rpcapi.build_and_run_instance(
             cctxt, instance=instance, image=image, request_spec=spec,
             filter_properties=filter_props, admin_password=admin_password,

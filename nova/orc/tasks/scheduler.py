@@ -7,6 +7,7 @@ from taskflow.types import failure as tf_failure
 
 from nova import exception
 from nova import objects
+from nova.orc import fencing
 from nova.orc.tasks import base
 from nova.orc.tasks import instance as instance_tasks
 from nova.scheduler import utils as scheduler_utils
@@ -51,6 +52,8 @@ class Schedule(base.OrcTask):
                          instance_uuid=instance_uuid)
                 self.delete_allocations(context, instance_uuid)
         spec = base.hydrate(objects.RequestSpec, request_spec, context)
+        # the scheduler claims in placement, which knows no token
+        fencing.check()
         host_lists = self.manager._schedule_instances(
             context, spec, [instance_uuid], return_alternates=True)
         return [s.obj_to_primitive() for s in host_lists[0]]
@@ -93,6 +96,8 @@ class ScheduleGroup(base.OrcTask):
                              'earlier scheduling', instance_uuid=instance_uuid)
                     self.delete_allocations(context, instance_uuid)
         spec = base.hydrate(objects.RequestSpec, request_specs[0], context)
+        # the scheduler claims in placement, which knows no token
+        fencing.check()
         host_lists = self.manager._schedule_instances(
             context, spec, instance_uuids, return_alternates=True)
         return [[s.obj_to_primitive() for s in host_list]
@@ -171,6 +176,7 @@ class ClaimAllocation(base.OrcTask):
             if allocs:
                 self.delete_allocations(context, instance_uuid)
             alloc_req = jsonutils.loads(sel.allocation_request)
+            fencing.check()
             if not scheduler_utils.claim_resources(
                     context, client, spec, instance_uuid, alloc_req,
                     sel.allocation_request_version):

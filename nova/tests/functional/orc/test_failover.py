@@ -25,6 +25,7 @@ from nova.orc.flows import names
 from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
+from nova.orc import fencing
 from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
 from nova.orc.tasks import base as task_base
@@ -512,11 +513,39 @@ class OrcFailoverTest(OrcFailoverTestBase):
         self.assertEqual(2, flow['meta']['claims'])
         self._assert_nothing_held(server)
 
+    def _woken(self, server):
+        """Let the conductor that lost the job go on (it wakes up in the
+        task it was in), wait until its run is over; returns its
+        orchestrator."""
+        dead = [o for o in orc_fixtures.FlowTracker.orchestrators
+                if o.owner == self.died[0][0]][0]
+        self.frozen.set()
+        deadline = time.monotonic() + 20
+        while dead._runs and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual({}, dead._runs)
+        return dead
+
+    def _count_fenced(self):
+        """Record every side effect the lease refused (ClaimLost)."""
+        fenced = []
+        original = fencing.check
+
+        def check():
+            try:
+                return original()
+            except orc_exc.ClaimLost as e:
+                fenced.append(e)
+                raise
+        self.stub_out('nova.orc.fencing.check', check)
+        return fenced
+
     def test_paused_conductor_wakes_up_fenced(self):
         """The conductor that lost its job (paused past its session) wakes
-        up after another finished the boot: its spawn call is refused by
-        the compute (stale fencing token) and its journal writes by the
-        journal (FlowFenced); nothing it does lands."""
+        up after another finished the boot, right before its spawn call:
+        the lease refuses the call before it leaves the conductor (the
+        compute never sees it) and the journal refuses its writes; nothing
+        it does lands."""
         self._die_around(HOST_API + '.spawn', after=False)
         refused = []
         original_check = orc_compute.OrcComputeEndpoint._check_token
@@ -529,18 +558,14 @@ class OrcFailoverTest(OrcFailoverTestBase):
                 raise
         self.stub_out('nova.orc.compute.manager.OrcComputeEndpoint.'
                       '_check_token', check_token)
+        fenced = self._count_fenced()
         server = self._boot_and_check()
-        dead = [o for o in orc_fixtures.FlowTracker.orchestrators
-                if o.owner == self.died[0][0]][0]
         flow, atoms = self._journal(server['id'])
         before = {name: (a.state, a.results) for name, a in atoms.items()}
 
-        self.frozen.set()   # it wakes up and goes on with its spawn
-        deadline = time.monotonic() + 20
-        while dead._runs and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual({}, dead._runs)
-        self.assertEqual(1, len(refused), refused)
+        self._woken(server)
+        self.assertEqual(1, len(fenced), fenced)
+        self.assertEqual([], refused)
         flow_after, atoms_after = self._journal(server['id'])
         self.assertEqual('SUCCESS', flow_after['state'])
         self.assertEqual(before, {name: (a.state, a.results)
@@ -549,6 +574,38 @@ class OrcFailoverTest(OrcFailoverTestBase):
                   for u in c.driver.list_instance_uuids()]
         self.assertEqual([server['id']], guests)
         self.assertEqual('ACTIVE', self.api.get_server(server['id'])['status'])
+
+    def test_paused_inside_create_record_wakes_up_after_the_takeover(self):
+        """Paused in create_record between its first write (the instance
+        record, then the quota recheck) and the rest (action, BDMs, tags,
+        mapping, build request delete), woken after the other conductor
+        built the server: its next write is refused. Without the lease it
+        wrote a second ``create`` action and BDMs, then stock's
+        ``_delete_build_request`` found the build request gone and
+        destroyed the user's ACTIVE server."""
+        self._die_around(MANAGER + '._recheck_quota', after=True)
+        fenced = self._count_fenced()
+        server = self._boot_and_check()
+        bdms = objects.BlockDeviceMappingList.get_by_instance_uuid(
+            self.ctxt, server['id'])
+        self.assertEqual(1, len(bdms))
+
+        self._woken(server)
+        self.assertEqual(1, len(fenced), fenced)
+        server = self.api.get_server(server['id'])
+        self.assertEqual('ACTIVE', server['status'])
+        actions = self.api.get_instance_actions(server['id'])
+        self.assertEqual(['create'], [a['action'] for a in actions])
+        self.assertEqual(1, len(objects.BlockDeviceMappingList
+                                .get_by_instance_uuid(self.ctxt,
+                                                      server['id'])))
+        flow, _atoms = self._journal(server['id'])
+        self.assertEqual('SUCCESS', flow['state'])
+        guests = [u for c in self.computes.values()
+                  for u in c.driver.list_instance_uuids()]
+        self.assertEqual([server['id']], guests)
+        self.assertEqual({'VCPU': 1, 'MEMORY_MB': 512, 'DISK_GB': 1},
+                         self._usages(server['OS-EXT-SRV-ATTR:host']))
 
     # ------------------------------------------------ multi-create requests
     def _boot_group(self, count=2):

@@ -754,6 +754,38 @@ class _JournalTests:
                           'step5'], RAN)
         self.assertEqual(states.SUCCESS, self._committed(fd.uuid)[0])
 
+    def test_a_run_whose_lease_is_void_cannot_write_before_any_takeover(
+            self):
+        # a conductor that wakes from a pause inside step3, its session
+        # gone, before any other conductor claimed the flow (its owner
+        # token is still the greatest): the lease given to claim_flow
+        # refuses every later write of the run
+        book, fd = self._new_flow_detail()
+        void = []
+        checks = []
+
+        def lease():
+            checks.append(bool(void))
+            if void:
+                raise journal.FlowFenced(fd.uuid, 1, None,
+                                         reason='lease void')
+        self.backend.get_connection().claim_flow(fd.uuid, 1, lease=lease)
+        seen = {}
+
+        def wake_up_lost():
+            void.append(True)
+            seen.update(self._committed(fd.uuid)[1])
+        HOOKS['step3'] = wake_up_lost
+        engine = self._engine(book, fd)
+        self.assertRaises(tf_exc.StorageFailure, engine.run)
+        self.assertEqual(['step1', 'step2', 'step3'], RAN)
+        self.assertEqual(seen, self._committed(fd.uuid)[1])
+        self.assertEqual(states.RUNNING, seen['step3'][0])
+        # asked before the claim and before each write, refused after
+        self.assertEqual([False] * (checks.index(True)),
+                         checks[:checks.index(True)])
+        self.assertGreaterEqual(checks.index(True), 3)
+
     def test_claim_waits_for_a_write_in_flight(self):
         # a claim that comes while a write of the old owner is in flight
         # (its guarded UPDATE done, its commit not yet) does not get in

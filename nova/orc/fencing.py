@@ -1,0 +1,113 @@
+"""Fencing: a conductor that may have lost its job does not act.
+
+Architecture (doc/source/architecture.rst) section 4, "Fencing". A
+conductor that ZooKeeper declared dead may come back (SIGSTOP, a frozen VM,
+a long pause, a partition) inside the very task it was running, before any
+session callback has run; another conductor may have resumed the flow
+meanwhile. Every side effect of a flow's task therefore passes through
+:func:`check` right before it is made, on the thread that makes it:
+
+* writes to Nova's databases (instance, action, BDMs, tags, instance
+  mapping, build request, cell0, quota usage; stock helpers included):
+  through a SQLAlchemy ``before_cursor_execute`` listener on every engine
+  of the process (:func:`install`), for INSERT, UPDATE and DELETE
+  statements made while a task of a flow runs on that thread;
+* calls that no database sees (the orc compute endpoint, stock's build
+  cast, the scheduler, placement): an explicit :func:`check` at the one
+  place each is sent from;
+* the journal: every write of a claimed flow (:mod:`nova.orc.persistence
+  .backend`, ``claim_flow(..., lease=...)``).
+
+:func:`check` asks the run's :meth:`nova.orc.engine.JobRun.fence`, which
+holds only while the conductor's coordination lease is valid
+(:meth:`nova.orc.coordination.Coordinator.hold_lease`: void from the moment
+kazoo reports the connection suspended, and on the monotonic clock once a
+session timeout less a margin has passed since the server last answered,
+so a process waking from a pause finds it void before its next write).
+
+What the lease cannot close is the interval between a check and the
+request it guards reaching its target (a DB statement queued behind a row
+lock, an HTTP request in flight): targets that can check a token close it
+themselves (the compute checks the claim's token, the journal its owner
+token); the rest (placement, the scheduler, the cell databases) is left
+with that window, measured in ``tools/bench/journal``.
+
+A task runs with its run bound to its thread (:func:`bound`, entered by
+:meth:`nova.orc.tasks.base.OrcTask.pre_execute` / ``pre_revert``, left by
+``post_execute`` / ``post_revert``): code outside a task (the RPC handler,
+the orchestrator's bookkeeping, other services) is never fenced here.
+"""
+
+import re
+import threading
+
+from oslo_log import log as logging
+import sqlalchemy as sa
+
+LOG = logging.getLogger(__name__)
+
+_current = threading.local()
+_installed = False
+_install_lock = threading.Lock()
+
+#: statements that change a database (a DBAPI statement's first word)
+_WRITE = re.compile(r'\s*(INSERT|UPDATE|DELETE|REPLACE|MERGE)\b', re.I)
+
+
+def enter(run):
+    """Bind ``run`` (a :class:`nova.orc.engine.JobRun`) to this thread: the
+    side effects made on it from now on are fenced by its lease."""
+    _current.run = run
+
+
+def leave():
+    """Unbind the run of this thread (a task's execute or revert ended)."""
+    _current.run = None
+
+
+def current():
+    """The :class:`nova.orc.engine.JobRun` bound to this thread, or None."""
+    return getattr(_current, 'run', None)
+
+
+def check():
+    """Right before a side effect: return only while the run of the task on
+    this thread may still act (no-op outside a task).
+
+    :raises nova.orc.exception.ClaimLost: the run's claim went with its
+        coordination session; another conductor may run the flow now
+    :raises nova.orc.exception.CoordinationUnavailable: whether the claim
+        is still ours cannot be told within ``[orc]
+        coordination_outage_timeout`` (ZooKeeper unreachable)
+    """
+    run = current()
+    if run is not None:
+        run.fence()
+
+
+def is_write(statement):
+    """Whether a DBAPI statement (str) changes the database."""
+    return bool(_WRITE.match(statement))
+
+
+def _before_cursor_execute(conn, cursor, statement, parameters, context,
+                           executemany):
+    if current() is not None and is_write(statement):
+        check()
+
+
+def install():
+    """Fence every database write made by a task (idempotent): a
+    ``before_cursor_execute`` listener on SQLAlchemy's ``Engine`` class,
+    so on every engine of the process, Nova's API and cell databases and
+    the journal's included. The statement is not sent when :func:`check`
+    raises; its transaction is rolled back by its owner as for any
+    database error."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        sa.event.listen(sa.engine.Engine, 'before_cursor_execute',
+                        _before_cursor_execute)
+        _installed = True
+    LOG.debug('nova-orc fencing: database writes of flow tasks are fenced')
