@@ -643,6 +643,11 @@ class ZooKeeperCoordinator(Coordinator):
         except self._timeout_exception:
             raise kazoo_exc.OperationTimeoutError()
 
+    def wait(self, async_result):
+        """The result of a kazoo asynchronous call, within the bound of the
+        :meth:`retrying` call it is made in (for its ``func``)."""
+        return self._wait(async_result)
+
     def retrying(self, func, *args):
         """``func(*args)`` waited out through a ZooKeeper outage, for the
         other ZooKeeper users of this session (the job board): the bound and

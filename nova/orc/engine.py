@@ -418,8 +418,9 @@ class Orchestrator:
         :param instance_uuid: str
         :param display_name: server name (``nova-orc flow show NAME``)
         :returns: the flow id (flow detail uuid)
-        :raises: any journal or coordination error; nothing is left to run
-            then (the caller gives the request stock's failure end state)
+        :raises: a journal (database) error: nothing was journaled, nothing
+            will run (the caller gives the request stock's failure end
+            state); a coordination error at start-up
         """
         self.start()
         flow_id = uuidutils.generate_uuid()
@@ -444,13 +445,19 @@ class Orchestrator:
                                             **{names.CONTEXT: context})
             self._handoffs[flow_id] = threading.Event()
         try:
-            self.post_job(flow_detail, book)
-        except Exception:
+            posted = self.post_job(flow_detail, book)
+        except Exception as e:
+            posted = False
+            LOG.error('Flow %s (%s of instance %s) is journaled but its job '
+                      'could not be posted (%s): a conductor posts it once '
+                      'ZooKeeper answers (orphan adoption, every %d s)',
+                      flow_id, module.NAME, instance_uuid, e,
+                      ORPHAN_SCAN_INTERVAL)
+        if not posted:
+            # it runs elsewhere, or later: nothing of it to keep or wait for
             with self._lock:
                 self._transient.pop(flow_id, None)
                 self._handoffs.pop(flow_id, None)
-            self.end_unposted(flow_detail)
-            raise
         return flow_id
 
     def post_job(self, flow_detail, book):
@@ -460,14 +467,21 @@ class Orchestrator:
         :param flow_detail: the flow's ``FlowDetail`` (its meta names the
             operation and instance)
         :param book: the ``LogBook`` the flow detail is journaled in
+        :returns: True when this call posted it, False when the flow has a
+            job already (posted by another conductor, or by an earlier call
+            whose answer was lost): one job per flow
         :raises nova.orc.exception.CoordinationUnavailable: board
-            unreachable
+            unreachable for ``[orc] coordination_outage_timeout``
         """
         meta = flow_detail.meta
-        self.board.post(flow_detail.uuid, book, {
+        # from a task (a multi-create posting its instances' boots): only
+        # while its run holds its claim
+        fencing.check()
+        return self.board.post(flow_detail.uuid, book, {
             'operation': meta['operation'],
             'instance_uuid': meta['instance_uuid'], 'book': book.uuid,
-            'posted_by': self.owner})
+            'posted_by': self.owner},
+            ended=lambda: self.flow_ended(flow_detail.uuid))
 
     def release_leftover_locks(self):
         """Release the locks of flows that ended (SUCCESS or REVERTED) but
@@ -494,12 +508,15 @@ class Orchestrator:
     def adopt_orphans(self):
         """Post the jobs of journaled flows that have none: their poster
         died between journaling a flow and posting its job (an RPC handler,
-        or a multi-create's ``post_boots``), so nothing would ever run them
-        and the server would stay in BUILD. A flow is an orphan when it has
-        not ended, is not quarantined, is older than
-        :data:`ORPHAN_MIN_AGE` seconds, its poster conductor is gone and no
-        job names it. The conductor loop runs it every
-        :data:`ORPHAN_SCAN_INTERVAL` seconds, in one conductor at a time (a
+        or a multi-create's ``post_boots``), or could not post it within
+        ``[orc] coordination_outage_timeout`` (ZooKeeper unreachable), so
+        nothing would ever run them and the server would stay in BUILD. A
+        flow is an orphan when it has not ended, is not quarantined, is
+        older than :data:`ORPHAN_MIN_AGE` seconds and no job names it,
+        whether its poster lives or not: a poster still posting it races
+        nothing, since a flow's second post posts nothing
+        (:meth:`nova.orc.jobboard.JobBoard.post`). The conductor loop runs
+        it every :data:`ORPHAN_SCAN_INTERVAL` seconds, in one conductor at a time (a
         ZooKeeper lock); with ``memory://`` there is nothing to adopt from
         (one process).
 
@@ -513,8 +530,7 @@ class Orchestrator:
             candidates = [
                 f for f in conn.list_flows(unended=True,
                                            created_before=cutoff)
-                if not f['meta'].get('quarantined') and
-                not self.board.is_alive(f['meta'].get('posted_by'))]
+                if not f['meta'].get('quarantined')]
             if not candidates:
                 return []
             with_job = {job['flow_id']
@@ -529,13 +545,14 @@ class Orchestrator:
                                                     lazy=True)
                 if flow_detail.state in ENDED:
                     continue
-                LOG.warning('Flow %s (%s of instance %s) was journaled '
-                            'but its job never posted (its conductor '
-                            'died): posting it', flow['uuid'],
-                            flow['name'], flow['instance_uuid'])
-                self.post_job(flow_detail, conn.get_logbook(
-                    flow['logbook_uuid'], lazy=True))
-                adopted.append(flow['uuid'])
+                if self.post_job(flow_detail, conn.get_logbook(
+                        flow['logbook_uuid'], lazy=True)):
+                    LOG.warning('Flow %s (%s of instance %s) was journaled '
+                                'but its job never posted (its conductor '
+                                'died, or ZooKeeper was unreachable): '
+                                'posted it', flow['uuid'], flow['name'],
+                                flow['instance_uuid'])
+                    adopted.append(flow['uuid'])
             return adopted
 
     def wait_for_handoff(self, flow_id, timeout):
@@ -564,16 +581,6 @@ class Orchestrator:
             event = self._handoffs.get(flow_id)
         if event is not None:
             event.set()
-
-    def end_unposted(self, flow_detail):
-        """A flow journaled but never posted ends REVERTED (it did
-        nothing), so that no tool reports it as pending."""
-        flow_detail.state = states.REVERTED
-        try:
-            with contextlib.closing(self.backend.get_connection()) as conn:
-                conn.update_flow_details(flow_detail)
-        except Exception:
-            LOG.exception('Could not end unposted flow %s', flow_detail.uuid)
 
     # ---------------------------------------------------- conductor loop
     def _conductor_loop(self):
@@ -669,7 +676,8 @@ class Orchestrator:
             # fence the journal first: from now on a conductor that held an
             # earlier claim of this job cannot write it (FlowFenced), and
             # what we read below is all it wrote
-            conn.claim_flow(flow_id, run.claim.token)
+            conn.claim_flow(flow_id, run.claim.token,
+                            lease=run.journal_lease)
             flow_detail = conn.get_flow_details(flow_id)
             book = conn.get_logbook(run.claim.details['book'], lazy=True)
             meta = flow_detail.meta
@@ -900,7 +908,8 @@ class Orchestrator:
                     # fenced as the run's own writes were (committing
                     # FAILURE ended this backend's claim of the flow): a
                     # conductor that claimed the job since wins
-                    conn.claim_flow(flow_id, run.claim.token)
+                    conn.claim_flow(flow_id, run.claim.token,
+                                    lease=run.journal_lease)
                     flow_detail = conn.get_flow_details(flow_id, lazy=True)
                     flow_detail.meta = meta
                     conn.update_flow_details(flow_detail)

@@ -33,11 +33,15 @@ import os
 import threading
 
 from kazoo import exceptions as kazoo_exc
+from kazoo.protocol import paths as kazoo_paths
 from kazoo.recipe import watchers
 from oslo_log import log as logging
+from oslo_serialization import jsonutils
 from oslo_utils import uuidutils
 from taskflow import exceptions as tf_exc
 from taskflow.jobs.backends import impl_zookeeper
+from taskflow.jobs import base as tf_jobs_base
+from taskflow.utils import misc as tf_misc
 
 from nova.orc import coordination
 from nova.orc import exception as orc_exc
@@ -111,11 +115,22 @@ class JobBoard:
         """Stop watching; claims held stay until consumed or the session
         ends."""
 
-    def post(self, flow_id, book, details):
-        """Post a job for the flow ``flow_id`` of logbook ``book``.
+    def post(self, flow_id, book, details, ended=None):
+        """Post the job of the flow ``flow_id`` of logbook ``book``, unless
+        the flow has one: exactly one job per flow, whoever posts it and
+        however often (a poster retrying after a lost answer, an adopter,
+        ``nova-orc job resume``).
 
         :param details: JSON-serialisable dict (no secrets: it is stored in
             ZooKeeper); ``flow_id`` is added
+        :param ended: ``callable() -> bool``, True when the flow has ended:
+            asked when the flow had a job that is gone (consumed), so that
+            a poster that was paused since journaling the flow does not
+            post a second job for a flow that ran and ended meanwhile
+        :returns: True when this call posted the job, False when the flow
+            had one already
+        :raises nova.orc.exception.CoordinationUnavailable: not posted
+            within ``[orc] coordination_outage_timeout``
         """
         raise NotImplementedError()
 
@@ -221,12 +236,15 @@ class MemoryJobBoard(JobBoard):
             if self in self._shared['boards']:
                 self._shared['boards'].remove(self)
 
-    def post(self, flow_id, book, details):
+    def post(self, flow_id, book, details, ended=None):
         details = dict(details, flow_id=flow_id)
         with self._shared['lock']:
+            if flow_id in self._shared['jobs']:
+                return False
             self._shared['jobs'][flow_id] = {
                 'details': details, 'owner': None, 'token': None}
         self._notify_all()
+        return True
 
     def claimable(self):
         with self._shared['lock']:
@@ -335,6 +353,10 @@ class ZooKeeperJobBoard(JobBoard):
         self.conductors_path = coordinator.base + '/conductors'
         #: one node per job an operator asked to abort (data: the reason)
         self.aborts_path = coordinator.base + '/aborts'
+        #: one node per flow that has a job (``posted/<flow id>``), created
+        #: in one transaction with the job's node: a flow's second post
+        #: fails on it (:meth:`post`)
+        self.posted_path = coordinator.base + '/posted'
         self._aborts = set()
         #: claim owner names of the live conductors, from a children watch
         #: (None until the watch fired: ask ZooKeeper)
@@ -361,6 +383,7 @@ class ZooKeeperJobBoard(JobBoard):
                 reason='job board %s: %s' % (self.path, e))
         self._board = board
         self.coordinator.retrying(client.ensure_path, self.aborts_path)
+        self.coordinator.retrying(client.ensure_path, self.posted_path)
         if not as_conductor:
             return
         self._register()
@@ -436,22 +459,104 @@ class ZooKeeperJobBoard(JobBoard):
                 pass
             board.close()
 
-    def post(self, flow_id, book, details):
+    def post(self, flow_id, book, details, ended=None):
+        """See :meth:`JobBoard.post`. The job's node is TaskFlow's (a
+        sequence node ``<chroot>/jobs/job<N>`` holding TaskFlow's posting,
+        which every conductor's TaskFlow board reads); it is created in
+        one transaction with ``<chroot>/posted/<flow id>``, so that a
+        flow's second post fails as a whole. A lost connection or session
+        is waited out (the next session posts) within ``[orc]
+        coordination_outage_timeout``; a post whose answer was lost is
+        found done when asked again.
+
+        A ``posted`` node left by a job consumed just before its conductor
+        died (:meth:`consume` deletes it after the job) is recognised (no
+        job on the board names the flow) and replaced, unless ``ended()``
+        says the flow ended.
+        """
         details = dict(details, flow_id=flow_id)
-        try:
-            self._board.post('%s-%s' % (details.get('operation', 'flow'),
-                                        flow_id), book=book, details=details)
-        except tf_exc.JobFailure as e:
-            raise orc_exc.CoordinationUnavailable(
-                reason='job board %s: %s' % (self.path, e))
+        posting = tf_jobs_base.format_posting(
+            uuidutils.generate_uuid(),
+            '%s-%s' % (details.get('operation', 'flow'), flow_id),
+            book=book, details=details)
+        data = tf_misc.binary_encode(jsonutils.dumps(posting))
+        return self.coordinator.retrying(self._post_once, flow_id, data,
+                                         ended)
+
+    def _post_once(self, flow_id, data, ended=None, again=True):
+        client = self.coordinator.client
+        marker = '%s/%s' % (self.posted_path, flow_id)
+        txn = client.transaction()
+        txn.create(marker)
+        txn.create(kazoo_paths.join(
+            self.path, impl_zookeeper.ZookeeperJobBoard.JOB_PREFIX), data,
+            sequence=True)
+        failed = coordination._failed_op(
+            self.coordinator.wait(txn.commit_async()))
+        if failed is None:
+            self.changed.set()
+            return True
+        index, cause = failed
+        if index == 0 and isinstance(cause, kazoo_exc.NodeExistsError):
+            if flow_id in self._flows_with_job():
+                LOG.info('Flow %s has its job already: not posted again',
+                         flow_id)
+                return False
+            if ended is not None and ended():
+                LOG.info('Flow %s ran and ended: not posted again', flow_id)
+                return False
+            LOG.warning('Flow %s: its posted marker outlived its job; '
+                        'replacing it', flow_id)
+            self._delete_quietly(marker)
+        elif isinstance(cause, kazoo_exc.NoNodeError):
+            # the board's folders were removed meanwhile (tests, operators)
+            self.coordinator.wait(client.ensure_path_async(self.posted_path))
+            self.coordinator.wait(client.ensure_path_async(self.path))
+        if again and isinstance(cause, (kazoo_exc.NodeExistsError,
+                                        kazoo_exc.NoNodeError)):
+            return self._post_once(flow_id, data, ended, again=False)
+        raise orc_exc.CoordinationUnavailable(
+            reason='job board %s: posting flow %s failed: %r' % (
+                self.path, flow_id, cause))
+
+    def _flows_with_job(self):
+        """The flow ids named by the jobs on the board, read from
+        ZooKeeper now (not from TaskFlow's copy, which is empty while its
+        board thinks the session lost): one read per job."""
+        wait, client = self.coordinator.wait, self.coordinator.client
+        prefix = impl_zookeeper.ZookeeperJobBoard.JOB_PREFIX
+        flows = set()
+        for name in wait(client.get_children_async(self.path)):
+            if not name.startswith(prefix) or name.endswith(LOCK_POSTFIX):
+                continue
+            try:
+                data, _stat = wait(client.get_async(
+                    '%s/%s' % (self.path, name)))
+            except kazoo_exc.NoNodeError:
+                continue
+            try:
+                posting = jsonutils.loads(data)
+                flows.add(posting['details']['flow_id'])
+            except (ValueError, TypeError, KeyError):
+                continue
+        return flows
 
     def claimable(self):
         with self._lock:
             unclaimed = set(self._unclaimed)
         if not unclaimed:
             return []
-        return [job for job in self._board.iterjobs()
-                if job.path.rsplit('/', 1)[-1] in unclaimed]
+        jobs = {job.path.rsplit('/', 1)[-1]: job
+                for job in self._board.iterjobs()}
+        if not unclaimed <= set(jobs):
+            # posted since TaskFlow's board last read the folder (posts
+            # are ours, not its): read them now rather than at its watch
+            try:
+                jobs = {job.path.rsplit('/', 1)[-1]: job
+                        for job in self._board.iterjobs(ensure_fresh=True)}
+            except tf_exc.JobFailure as e:
+                LOG.info('Could not read the new jobs yet: %s', e)
+        return [job for name, job in jobs.items() if name in unclaimed]
 
     def job_identity(self, job):
         return job.details.get('flow_id'), job.details.get('posted_by')
@@ -510,9 +615,21 @@ class ZooKeeperJobBoard(JobBoard):
         except (tf_exc.JobFailure, tf_exc.NotFound) as e:
             LOG.warning('Not consuming job of flow %s: %s', claim.flow_id, e)
             return
+        for path in (self.aborts_path, self.posted_path):
+            try:
+                self.coordinator.retrying(self._delete_quietly,
+                                          '%s/%s' % (path, claim.flow_id))
+            except orc_exc.CoordinationUnavailable as e:
+                # a posted marker left behind is replaced by the next post
+                # of the flow, an abort request by the next consume
+                LOG.warning('Job of flow %s consumed; %s: %s',
+                            claim.flow_id, path, e)
+
+    def _delete_quietly(self, path):
+        """Delete ``path`` (bounded), if it exists."""
         try:
-            self.coordinator.client.delete(
-                '%s/%s' % (self.aborts_path, claim.flow_id))
+            self.coordinator.wait(
+                self.coordinator.client.delete_async(path))
         except kazoo_exc.NoNodeError:
             pass
 

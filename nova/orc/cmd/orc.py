@@ -353,13 +353,18 @@ def cmd_job_resume(args, out):
                 flow['uuid'], flow['state']), file=sys.stderr)
             return 1
         book = conn.get_logbook(flow['logbook_uuid'], lazy=True)
-        board.post(flow['uuid'], book, {
+        posted = board.post(flow['uuid'], book, {
             'operation': flow['name'],
             'instance_uuid': flow['instance_uuid'], 'book': book.uuid,
             'posted_by': 'nova-orc-cli',
             # a fresh budget of [orc] max_resumes: a quarantined flow is
             # tried again, not quarantined again at once
             'claims_before_operator_resume': flow['meta'].get('claims', 0)})
+        if not posted:
+            # posted by another since the listing above: one job per flow
+            print('flow %s already has a job: conductors resume it' %
+                  flow['uuid'], file=sys.stderr)
+            return 1
         print('job posted for flow %s: a conductor claims and resumes it' %
               flow['uuid'], file=out)
     return 0

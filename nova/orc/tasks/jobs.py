@@ -9,6 +9,7 @@ import nova.conf
 
 from nova import exception
 from nova import objects
+from nova.orc import exception as orc_exc
 from nova.orc.flows import boot
 from nova.orc.flows import names
 from nova.orc.tasks import base
@@ -26,15 +27,17 @@ class PostBootFlows(base.OrcTask):
 
     Changes: a boot flow and its job for each instance that has none yet
     (a resumed job posts only the missing ones: the journal is probed by
-    instance). A journaled boot flow that has not ended and has no job on
-    the board (the conductor that posted it died between journaling it and
-    posting its job) gets its job posted now: it runs from its start. An
-    instance whose flow cannot be posted (journal or
-    coordination down) gets stock's failure end state on its own: its
-    allocation deleted and its build request buried in cell0; the others
-    go on, so this task never fails.
+    instance). A journaled boot flow that has not ended gets its job
+    posted again (the conductor that posted it may have died between
+    journaling it and posting its job): a flow's second post posts nothing
+    (:meth:`nova.orc.jobboard.JobBoard.post`), so it is asked without
+    looking at the board first. An instance whose flow cannot be journaled
+    (the database down) gets stock's failure end state on its own: its
+    allocation deleted and its build request buried in cell0; one
+    journaled whose job cannot be posted now (ZooKeeper down) is adopted
+    by a conductor later; the others go on, so this task never fails.
 
-    Revert: none (it does not fail; once posted, each boot flow owns its
+    Revert: none (it does not fail; once journaled, each boot flow owns its
     instance).
     """
 
@@ -57,22 +60,15 @@ class PostBootFlows(base.OrcTask):
                 flows = conn.list_flows(instance_uuid=uuid, limit=1)
                 if flows:
                     journaled[uuid] = flows[0]
-            jobless = self._jobless(conn, journaled)
+            unended = self._unended(conn, journaled)
         flow_ids = []
         for uuid, spec, hosts, name in zip(instance_uuids, request_specs,
                                            host_lists, display_names):
-            if uuid in jobless:
-                try:
-                    self._post_job(*jobless[uuid])
-                except Exception as exc:
-                    LOG.exception('Could not post the job of the boot flow',
-                                  instance_uuid=uuid)
-                    self.orc.end_unposted(jobless[uuid][0])
-                    self._fail(context, uuid, spec, exc,
-                               block_device_mapping, tags)
+            if uuid in unended:
+                self._post_job(*unended[uuid])
                 continue
             if uuid in journaled:
-                LOG.info('Resumed flow: boot flow already posted',
+                LOG.info('Resumed flow: boot flow already posted and ended',
                          instance_uuid=uuid)
                 continue
             store = boot.instance_store(
@@ -91,39 +87,37 @@ class PostBootFlows(base.OrcTask):
         for flow_id in flow_ids:
             self.orc.wait_for_handoff(flow_id, CONF.orc.handoff_timeout)
 
-    def _jobless(self, conn, journaled):
-        """The journaled boot flows that have not ended and have no job on
-        the board, ``{instance uuid: (FlowDetail, LogBook)}``; a flow
-        quarantined (job removed on purpose) is not one of them. Asks the
-        board only when there is a journaled flow (a resume)."""
-        pending = {flow['uuid']: uuid for uuid, flow in journaled.items()
-                   if flow['state'] not in (states.SUCCESS, states.REVERTED)
-                   and not flow['meta'].get('quarantined')}
-        if not pending:
-            return {}
-        on_board = {job['flow_id'] for job in self.orc.board.list_jobs()}
-        jobless = {}
-        for flow_id, uuid in pending.items():
-            if flow_id in on_board:
+    @staticmethod
+    def _unended(conn, journaled):
+        """The journaled boot flows that have not ended, ``{instance uuid:
+        (FlowDetail, LogBook)}``; a flow quarantined (job removed on
+        purpose) is not one of them."""
+        unended = {}
+        for uuid, flow in journaled.items():
+            if (flow['state'] in (states.SUCCESS, states.REVERTED) or
+                    flow['meta'].get('quarantined')):
                 continue
-            # read again after the board: a flow that ended meanwhile had
-            # its job consumed
-            flow_detail = conn.get_flow_details(flow_id, lazy=True)
-            if flow_detail.state in (states.SUCCESS, states.REVERTED):
-                continue
-            book = conn.get_logbook(journaled[uuid]['logbook_uuid'],
-                                    lazy=True)
-            jobless[uuid] = (flow_detail, book)
-        return jobless
+            unended[uuid] = (
+                conn.get_flow_details(flow['uuid'], lazy=True),
+                conn.get_logbook(flow['logbook_uuid'], lazy=True))
+        return unended
 
     def _post_job(self, flow_detail, book):
-        """Post the job of a journaled boot flow (as
-        :meth:`nova.orc.engine.Orchestrator.post` would have)."""
+        """Post the job of a journaled boot flow unless it has one (as
+        :meth:`nova.orc.engine.Orchestrator.post` would have); one that
+        cannot be posted now is left to orphan adoption."""
         instance_uuid = flow_detail.meta['instance_uuid']
-        LOG.info('Resumed flow: boot flow %s was journaled but its job was '
-                 'never posted; posting it', flow_detail.uuid,
-                 instance_uuid=instance_uuid)
-        self.orc.post_job(flow_detail, book)
+        try:
+            posted = self.orc.post_job(flow_detail, book)
+        except orc_exc.CoordinationUnavailable as e:
+            LOG.error('Boot flow %s: its job could not be posted now (%s); '
+                      'a conductor posts it once ZooKeeper answers',
+                      flow_detail.uuid, e, instance_uuid=instance_uuid)
+            return
+        if posted:
+            LOG.info('Resumed flow: boot flow %s was journaled but its job '
+                     'was never posted; posted it', flow_detail.uuid,
+                     instance_uuid=instance_uuid)
 
     def _fail(self, context, instance_uuid, spec, exc, block_device_mapping,
               tags):

@@ -37,6 +37,7 @@ from nova.orc.tasks import scheduler as scheduler_tasks
 from nova.orc.tasks import volume as volume_tasks
 from nova.tests.functional.orc import fixtures as orc_fixtures
 from nova.tests.functional.orc import test_boot
+from nova.tests.unit.orc import test_coordination
 
 MANAGER = 'nova.conductor.manager.ComputeTaskManager'
 HOST_API = 'nova.orc.compute.rpcapi.OrcComputeAPI'
@@ -309,13 +310,13 @@ class OrcFailoverTest(OrcFailoverTestBase):
         original = jobboard.ZooKeeperJobBoard.post
         test = self
 
-        def post(board, flow_id, book, details):
+        def post(board, flow_id, book, details, ended=None):
             if not test.died:
                 # the poster dies here: its session ends, no job is posted
                 test.died.append((board.owner, 'post'))
                 board.coordinator.client.stop()
                 return
-            return original(board, flow_id, book, details)
+            return original(board, flow_id, book, details, ended=ended)
         self.stub_out('nova.orc.jobboard.ZooKeeperJobBoard.post', post)
         server = self._create_server(networks='none')
         self.assertEqual('ACTIVE', server['status'])
@@ -606,6 +607,35 @@ class OrcFailoverTest(OrcFailoverTestBase):
         self.assertEqual([server['id']], guests)
         self.assertEqual({'VCPU': 1, 'MEMORY_MB': 512, 'DISK_GB': 1},
                          self._usages(server['OS-EXT-SRV-ATTR:host']))
+
+    # --------------------------------------------- a session lost, not a job
+    def test_post_waits_for_the_next_session(self):
+        """The conductor handling the create request loses its ZooKeeper
+        session right before posting the job (it woke from a pause): the
+        post waits for the next session and goes on; the boot is not
+        failed, and the flow has one job."""
+        original = jobboard.ZooKeeperJobBoard._post_once
+        lost = []
+        posts = []
+
+        def post_once(board, flow_id, data, ended=None, again=True):
+            if not lost:
+                lost.append(board.coordinator.session_id())
+                test_coordination._expire_session(board.coordinator)
+            posts.append(flow_id)
+            return original(board, flow_id, data, ended, again=again)
+        self.stub_out('nova.orc.jobboard.ZooKeeperJobBoard._post_once',
+                      post_once)
+        server = self._create_server(networks='none')
+        self.assertEqual('ACTIVE', server['status'])
+        flow, _atoms = self._journal(server['id'])
+        self.assertEqual('SUCCESS', flow['state'])
+        self.assertEqual(1, flow['meta']['claims'])
+        # asked again on the new session
+        self.assertGreater(len(posts), 1)
+        poster = [o for o in self._orchestrators()
+                  if o.owner == flow['meta']['posted_by']][0]
+        self.assertNotEqual(lost[0], poster.coordinator.session_id())
 
     # ------------------------------------------------ multi-create requests
     def _boot_group(self, count=2):

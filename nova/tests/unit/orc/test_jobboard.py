@@ -1,0 +1,166 @@
+"""Exactly one job per flow, on the real ZooKeeper.
+
+``ZooKeeperJobBoard.post`` creates TaskFlow's job node in one transaction
+with ``<chroot>/posted/<flow id>``: a flow posted twice (a poster asking
+again after a lost answer, an adopter racing a poster woken from a pause,
+``nova-orc job resume``) has one job. ZooKeeper comes from
+``ORC_TEST_ZOOKEEPER`` (started by ``run_tests.sh``); no skipping.
+"""
+
+import json
+import os
+import threading
+
+from oslo_utils.fixture import uuidsentinel as uuids
+from oslo_utils import uuidutils
+from taskflow.jobs.backends import impl_zookeeper
+from taskflow.persistence import models as tf_models
+
+from nova.orc import coordination
+from nova.orc import jobboard
+from nova import test
+from nova.tests.unit.orc import test_coordination
+
+ZOOKEEPER = os.environ.get('ORC_TEST_ZOOKEEPER', '127.0.0.1:2181')
+
+
+class OneJobPerFlowTest(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.chroot = '/nova-orc-board-%s' % uuidutils.generate_uuid()
+        self.flags(coordination_url='zookeeper://%s%s' % (
+            ZOOKEEPER, self.chroot), group='orc')
+        self.a, self.board_a = self._board('owner-a')
+        self.b, self.board_b = self._board('owner-b')
+        self.book = tf_models.LogBook('book')
+
+    def tearDown(self):
+        self.a.client.delete(self.chroot, recursive=True)
+        super().tearDown()
+
+    def _board(self, owner):
+        coordinator = coordination.coordinator_from_conf(conductor_id=owner)
+        coordinator.start()
+        self.addCleanup(coordinator.stop)
+        board = jobboard.ZooKeeperJobBoard(owner, coordinator)
+        board.connect()
+        self.addCleanup(board.close)
+        return coordinator, board
+
+    def _post(self, board, flow_id=uuids.flow):
+        return board.post(flow_id, self.book, {
+            'operation': 'boot', 'instance_uuid': uuids.instance,
+            'book': self.book.uuid, 'posted_by': board.owner})
+
+    def _job_nodes(self):
+        """``{flow id: [job node]}`` as ZooKeeper holds them."""
+        client = self.a.client
+        by_flow = {}
+        path = self.chroot + '/jobs'
+        for name in client.get_children(path):
+            if name.endswith(jobboard.LOCK_POSTFIX):
+                continue
+            data, _stat = client.get('%s/%s' % (path, name))
+            flow_id = json.loads(data)['details']['flow_id']
+            by_flow.setdefault(flow_id, []).append(name)
+        return by_flow
+
+    def test_concurrent_posts_of_one_flow_make_one_job(self):
+        results = []
+        barrier = threading.Barrier(8)
+
+        def post(board):
+            barrier.wait(10)
+            results.append(self._post(board))
+        threads = [threading.Thread(target=post, args=(board,))
+                   for board in [self.board_a, self.board_b] * 4]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(8, len(results))
+        self.assertEqual(1, results.count(True), results)
+        self.assertEqual({uuids.flow: 1},
+                         {f: len(n) for f, n in self._job_nodes().items()})
+
+    def test_post_asked_again_after_a_lost_answer_posts_nothing(self):
+        self.assertTrue(self._post(self.board_a))
+        # the adopter, or the poster asking again after a lost answer
+        self.assertFalse(self._post(self.board_b))
+        self.assertFalse(self._post(self.board_a))
+        self.assertEqual([uuids.flow], list(self._job_nodes()))
+        self.assertTrue(self._post(self.board_a, uuids.other_flow))
+        self.assertEqual(1, len(self._job_nodes()[uuids.other_flow]))
+
+    def test_consumed_job_takes_its_marker_and_the_flow_can_be_posted_again(
+            self):
+        # nova-orc job resume of a quarantined flow: its job was consumed
+        self._post(self.board_a)
+        test_coordination._wait_for(
+            lambda: self.board_a.claimable(), 10, 'job claimable')
+        claim = self.board_a.claim(self.board_a.claimable()[0])
+        self.board_a.consume(claim)
+        self.assertEqual([], self.a.client.get_children(
+            self.board_a.posted_path))
+        self.assertTrue(self._post(self.board_b))
+        self.assertEqual(1, len(self._job_nodes()[uuids.flow]))
+
+    def test_a_marker_that_outlived_its_job_is_replaced(self):
+        # a conductor died between consuming a job and deleting its marker
+        self.a.client.create('%s/%s' % (self.board_a.posted_path,
+                                        uuids.flow))
+        self.assertTrue(self._post(self.board_a))
+        self.assertEqual(1, len(self._job_nodes()[uuids.flow]))
+
+    def test_a_flow_that_ran_and_ended_is_not_posted_again(self):
+        # its poster was paused between journaling it and posting its job;
+        # meanwhile an adopter posted it, it ran and ended, its job and
+        # marker are gone... but for a marker the adopter's consume left
+        self.a.client.create('%s/%s' % (self.board_a.posted_path,
+                                        uuids.flow))
+        self.assertFalse(self.board_a.post(
+            uuids.flow, self.book, {'posted_by': 'owner-a'},
+            ended=lambda: True))
+        self.assertEqual({}, self._job_nodes())
+
+    def test_a_job_posted_elsewhere_is_claimable_at_once(self):
+        # the posts are ours, not TaskFlow's: a board that has not read the
+        # new node yet reads it when its watch says there is one
+        self._post(self.board_b)
+        test_coordination._wait_for(
+            lambda: self.board_a.claimable(), 10, 'job claimable on A')
+        [job] = self.board_a.claimable()
+        self.assertEqual((uuids.flow, 'owner-b'),
+                         self.board_a.job_identity(job))
+
+    def test_taskflow_reads_our_posting(self):
+        # the posting format is TaskFlow's (format_posting): a plain
+        # TaskFlow board sees name, details and book as its own post makes
+        # them; this fails when upstream's format changes
+        self._post(self.board_a)
+        plain = impl_zookeeper.ZookeeperJobBoard(
+            'plain', {'path': self.chroot + '/jobs',
+                      'check_compatible': False}, client=self.a.client)
+        plain.connect()
+        self.addCleanup(plain.close)
+        [job] = list(plain.iterjobs(ensure_fresh=True))
+        self.assertEqual('boot-%s' % uuids.flow, job.name)
+        self.assertEqual(uuids.flow, job.details['flow_id'])
+        self.assertEqual('owner-a', job.details['posted_by'])
+        self.assertEqual(self.book.uuid, job.book_uuid)
+        self.assertEqual(self.book.name, job.book_name)
+        plain.claim(job, 'plain')
+        self.assertEqual('plain', plain.find_owner(job))
+
+
+class MemoryOneJobPerFlowTest(test.NoDBTestCase):
+
+    def test_second_post_posts_nothing(self):
+        self.addCleanup(jobboard.MemoryJobBoard.reset)
+        board = jobboard.MemoryJobBoard('owner', 'memory://one-job')
+        book = tf_models.LogBook('book')
+        self.assertTrue(board.post(uuids.flow, book, {}))
+        self.assertFalse(board.post(uuids.flow, book, {}))
+        self.assertEqual([uuids.flow],
+                         [j['flow_id'] for j in board.list_jobs()])
