@@ -2,6 +2,7 @@
 
 from oslo_log import log as logging
 
+from nova.orc import fencing
 from nova.orc.tasks import base
 
 LOG = logging.getLogger(__name__)
@@ -16,6 +17,9 @@ class LockResources(base.OrcTask):
     :class:`nova.orc.exception.ResourceLocked` (409) after
     ``[orc] lock_wait_timeout``.
 
+    Fenced (:mod:`nova.orc.fencing`): neither runs for a conductor that
+    lost its claim.
+
     Revert: release this flow's locks (only this flow's: a lock held by
     another flow is never touched). On success the locks stay until the
     whole flow ends; :class:`nova.orc.engine.Orchestrator` releases them.
@@ -23,10 +27,14 @@ class LockResources(base.OrcTask):
 
     def execute(self, flow_id, lock_resources):
         resources = [tuple(r) for r in lock_resources]
+        # a conductor woken after its peer ended the flow (and released
+        # its locks) must not take them again for the ended flow
+        fencing.check()
         self.orc.coordinator.acquire(flow_id, resources)
         return [list(r) for r in resources]
 
     def revert(self, flow_id, lock_resources, **kwargs):
+        fencing.check()
         self.orc.coordinator.release(
             flow_id, [tuple(r) for r in lock_resources])
 

@@ -92,6 +92,21 @@ class LockResourcesTest(TaskTestBase):
         self.assertRaises(orc_exc.ResourceLocked, task.execute, uuids.flow,
                           [['port', uuids.port]])
 
+    def test_a_lost_claim_neither_locks_nor_releases(self):
+        # woken after its peer ended the flow and released its locks: the
+        # ended flow's locks are not taken again
+        self.run.fence.side_effect = orc_exc.ClaimLost(flow_id=uuids.flow)
+        task = self.bound(locks.LockResources(name='lock'))
+        resources = [['instance', uuids.instance]]
+        task.pre_execute()
+        self.addCleanup(task.post_execute)
+        self.assertRaises(orc_exc.ClaimLost, task.execute, uuids.flow,
+                          resources)
+        self.assertRaises(orc_exc.ClaimLost, task.revert, uuids.flow,
+                          resources, result=None)
+        self.orc.coordinator.acquire.assert_not_called()
+        self.orc.coordinator.release.assert_not_called()
+
     def test_boot_lock_resources(self):
         networks = objects.NetworkRequestList(objects=[
             objects.NetworkRequest(port_id=uuids.port),
