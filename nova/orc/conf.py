@@ -112,6 +112,20 @@ orc_opts = [
              'returns) before returning anyway; the rest of the flow (host '
              'steps, spawn) never holds the RPC thread.'),
     cfg.IntOpt(
+        'host_call_attempts',
+        default=3,
+        min=1,
+        help='Times a host step of a flow (claim, networks, block devices, '
+             'spawn, finish, and each undo) is asked of the same compute '
+             'when its call times out (oslo.messaging MessagingTimeout: the '
+             'request or its reply was lost, or the compute never started '
+             'on it within rpc_response_timeout). The steps are idempotent '
+             'and fenced: a compute that did the step answers with the '
+             'recorded result, one that is doing it makes the second call '
+             'wait for the first. Calls the compute is working on stay alive '
+             'through heartbeats (call_monitor_timeout, as Nova\'s long '
+             'calls) up to [DEFAULT] long_rpc_timeout.'),
+    cfg.IntOpt(
         'max_resumes',
         default=3,
         min=0,

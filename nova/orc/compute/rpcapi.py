@@ -12,15 +12,18 @@ and the fencing token (a call from a conductor that lost the job is refused
 with :class:`nova.orc.exception.StaleFencingToken`).
 """
 
+from oslo_log import log as logging
 import oslo_messaging as messaging
 
 from nova.compute import rpcapi as compute_rpcapi
 import nova.conf
 from nova.objects import base as objects_base
+from nova.orc import conf as orc_conf  # noqa: F401 - registers [orc]
 from nova.orc import fencing
 from nova import rpc
 
 CONF = nova.conf.CONF
+LOG = logging.getLogger(__name__)
 
 #: module of the errors host-side steps raise; a transport only rebuilds
 #: exceptions of modules allowed when it is created (``nova.rpc.init``), so
@@ -57,8 +60,9 @@ class OrcComputeAPI:
 
     All methods are synchronous ``call``s in namespace ``orc``; errors
     raised on the host are re-raised here (Nova exceptions keep their
-    class). Long steps use ``[DEFAULT] long_rpc_timeout`` with
-    ``rpc_response_timeout`` heartbeats, like stock long calls.
+    class). Every step is a long call (``[DEFAULT] long_rpc_timeout`` with
+    ``rpc_response_timeout`` heartbeats, like stock long calls) asked again
+    on the same host when its message is lost (:meth:`_call`).
 
     Topics follow stock's graceful shutdown (compute RPC 6.5): the step
     that starts a build on a host, ``claim_resources``, goes to topic
@@ -78,19 +82,46 @@ class OrcComputeAPI:
             target, version_cap=VERSION,
             serializer=objects_base.NovaObjectSerializer())
 
-    def _call(self, ctxt, host, method, long=False, new_work=False,
-              **kwargs):
-        options = {'server': host, 'version': VERSION}
+    def _call(self, ctxt, host, method, new_work=False, **kwargs):
+        """Call ``method`` on ``host``; asked again on the same host when
+        the call times out, up to ``[orc] host_call_attempts`` times.
+
+        Every step is a long call: up to ``[DEFAULT] long_rpc_timeout``,
+        kept alive by the compute's heartbeats every ``rpc_response_timeout``
+        while it works on the step or waits for its locks (stock's claim
+        holds ``compute_resources`` across calls to the conductors, and
+        the instance lock serializes a flow's steps with a delete). A call
+        whose request or reply was lost (``MessagingTimeout``: no heartbeat
+        came) is sent again: the steps are idempotent per flow and atom
+        and fenced by the token, so the compute answers a step it did with
+        its recorded result, and a second call of a step in progress waits
+        for the first under the instance lock.
+
+        :raises oslo_messaging.MessagingTimeout: no answer to any attempt
+        :raises nova.orc.exception.ClaimLost: the run's lease does not hold
+            (:func:`nova.orc.fencing.check`): nothing was sent
+        """
+        options = {'server': host, 'version': VERSION,
+                   'timeout': CONF.long_rpc_timeout,
+                   'call_monitor_timeout': CONF.rpc_response_timeout}
         if not new_work:
             options['topic'] = compute_rpcapi.RPC_TOPIC_ALT
-        if long:
-            options['timeout'] = CONF.long_rpc_timeout
-            options['call_monitor_timeout'] = CONF.rpc_response_timeout
-        # the compute checks the token too, but only against the highest
-        # it saw: a conductor woken from a pause must not reach a compute
-        # the flow's new owner has not reached yet
-        fencing.check()
-        return self.client.prepare(**options).call(ctxt, method, **kwargs)
+        client = self.client.prepare(**options)
+        attempts = CONF.orc.host_call_attempts
+        for attempt in range(1, attempts + 1):
+            # the compute checks the token too, but only against the
+            # highest it saw: a conductor woken from a pause must not reach
+            # a compute the flow's new owner has not reached yet
+            fencing.check()
+            try:
+                return client.call(ctxt, method, **kwargs)
+            except messaging.MessagingTimeout:
+                if attempt == attempts:
+                    raise
+                LOG.warning('%s on %s: no answer (attempt %d of %d); '
+                            'asking the same compute again', method, host,
+                            attempt, attempts,
+                            instance=kwargs.get('instance'))
 
     def claim_resources(self, ctxt, host, instance, node, limits,
                         request_spec, job):
@@ -104,7 +135,7 @@ class OrcComputeAPI:
 
     def allocate_networks(self, ctxt, host, instance, requested_networks,
                           security_groups, provider_mapping, job):
-        return self._call(ctxt, host, 'allocate_networks', long=True,
+        return self._call(ctxt, host, 'allocate_networks',
                           instance=instance,
                           requested_networks=requested_networks,
                           security_groups=security_groups,
@@ -112,28 +143,28 @@ class OrcComputeAPI:
 
     def deallocate_networks(self, ctxt, host, instance, requested_networks,
                             job):
-        return self._call(ctxt, host, 'deallocate_networks', long=True,
+        return self._call(ctxt, host, 'deallocate_networks',
                           instance=instance,
                           requested_networks=requested_networks, job=job)
 
     def prep_block_devices(self, ctxt, host, instance, image, job):
-        return self._call(ctxt, host, 'prep_block_devices', long=True,
+        return self._call(ctxt, host, 'prep_block_devices',
                           instance=instance, image=image, job=job)
 
     def cleanup_block_devices(self, ctxt, host, instance, job):
-        return self._call(ctxt, host, 'cleanup_block_devices', long=True,
+        return self._call(ctxt, host, 'cleanup_block_devices',
                           instance=instance, job=job)
 
     def spawn(self, ctxt, host, instance, node, image, injected_files,
               admin_password, network_info, job):
-        return self._call(ctxt, host, 'spawn', long=True, instance=instance,
+        return self._call(ctxt, host, 'spawn', instance=instance,
                           node=node, image=image,
                           injected_files=injected_files,
                           admin_password=admin_password,
                           network_info=network_info, job=job)
 
     def destroy_guest(self, ctxt, host, instance, network_info, job):
-        return self._call(ctxt, host, 'destroy_guest', long=True,
+        return self._call(ctxt, host, 'destroy_guest',
                           instance=instance, network_info=network_info,
                           job=job)
 

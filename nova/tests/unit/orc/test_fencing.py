@@ -247,7 +247,7 @@ class FencingGuardTest(test.TestCase):
                               self.ctxt, 'host1', None, 'node1', [],
                               {'flow_id': uuids.flow, 'atom': 'finalize',
                                'token': 7})
-        client.prepare.assert_not_called()
+        client.prepare.return_value.call.assert_not_called()
         self.run.error = None
         with mock.patch.object(api, 'client') as client:
             api.finish_build(self.ctxt, 'host1', None, 'node1', [],
