@@ -766,6 +766,11 @@ class OrcComputeEndpoint:
         access IPs, scheduler info, ``create.end``, event finished, build
         success counted on the node.
 
+        Idempotent without its record (a compute restarted after an
+        earlier run of it, whose result the conductor never journaled): an
+        instance found ACTIVE, with no task, on this host, with its guest,
+        was finished by that run, and nothing is done again.
+
         :raises InstanceNotFound, UnexpectedDeletingTaskStateError: deleted
             meanwhile, after stock's clean-up of a build whose instance
             disappeared (VIFs unplugged, ports deallocated); the guest is the
@@ -773,6 +778,11 @@ class OrcComputeEndpoint:
             destroys it)
         """
         mgr = self.manager
+        if self._finished_earlier(context, instance):
+            LOG.info('finish_build: the instance is ACTIVE on this host with '
+                     'its guest: an earlier run of this step finished it',
+                     instance=instance)
+            return True
         nw_info = network_model.NetworkInfo.hydrate(network_info or '[]')
         instance.system_metadata.pop('network_allocated', None)
         self._set_access_ips(instance, nw_info)
@@ -791,6 +801,15 @@ class OrcComputeEndpoint:
             context, instance.uuid, BUILD_EVENT, want_result=False)
         mgr._build_succeeded(node)
         return True
+
+    def _finished_earlier(self, context, instance):
+        """Whether the instance, as the database has it now, is ACTIVE with
+        no task state on this host and the hypervisor has its guest."""
+        current = objects.Instance.get_by_uuid(context, instance.uuid)
+        return (current.vm_state == vm_states.ACTIVE and
+                current.task_state is None and
+                current.host == self.manager.host and
+                self.manager.driver.instance_exists(current))
 
     def _cleanup_deleted_build(self, context, instance, **kwargs):
         # the instance was deleted while the build finished: stock

@@ -223,6 +223,28 @@ class OrcFailoverTest(OrcFailoverTestBase):
             self.ctxt, server['id']).network_info
         self.assertEqual([ports[0]['id']], [vif['id'] for vif in vifs])
 
+    def test_die_after_finish_on_a_restarted_compute(self):
+        """finish_build ran (the server is ACTIVE), the conductor died
+        before journaling it and the compute restarted (its step records
+        gone): the resumed finish_build finds the instance ACTIVE on its
+        host with its guest and succeeds; nothing is undone."""
+        self._die_around(HOST_API + '.finish_build', after=True)
+        self._computes_restart_on_death()
+        destroyed = []
+        destroy = orc_compute.OrcComputeEndpoint.destroy_guest
+
+        def counted(endpoint, *args, **kwargs):
+            destroyed.append(args)
+            return destroy(endpoint, *args, **kwargs)
+        self.stub_out('nova.orc.compute.manager.OrcComputeEndpoint.'
+                      'destroy_guest', counted)
+        server = self._boot_and_check()
+        self.assertEqual([], destroyed)
+        flow, atoms = self._journal(server['id'])
+        self.assertEqual('SUCCESS', atoms['finalize'].state)
+        self.assertEqual([], [n for n, a in atoms.items()
+                              if a.state == 'REVERTED'])
+
     def test_die_after_networks_on_a_restarted_compute_one_port(self):
         """The port made before the death is replaced, not doubled."""
         self._die_around(HOST_API + '.allocate_networks', after=True)

@@ -42,6 +42,7 @@ class EndpointTestBase(test.NoDBTestCase):
             task_state=task_states.BLOCK_DEVICE_MAPPING, host='host1',
             node='node1')
         self.db_task_state = None
+        self.db_vm_state = vm_states.BUILDING
         get = mock.patch.object(objects.Instance, 'get_by_uuid',
                                 side_effect=self._get_by_uuid)
         self.get_by_uuid = get.start()
@@ -66,7 +67,8 @@ class EndpointTestBase(test.NoDBTestCase):
     def _get_by_uuid(self, context, uuid, expected_attrs=None):
         if self.db_task_state == 'gone':
             raise exception.InstanceNotFound(instance_id=uuid)
-        return objects.Instance(uuid=uuid, task_state=self.db_task_state)
+        return objects.Instance(uuid=uuid, task_state=self.db_task_state,
+                                vm_state=self.db_vm_state, host='host1')
 
     @staticmethod
     def _job(token=0, atom='spawn'):
@@ -286,6 +288,47 @@ class HostStepTest(EndpointTestBase):
         self.mgr.rt.abort_instance_claim.assert_not_called()
         self.mgr._cleanup_allocated_networks.assert_not_called()
         self.mgr.driver.destroy.assert_not_called()
+
+
+class FinishBuildTest(EndpointTestBase):
+    """``finish_build`` without its record (a restarted compute) after an
+    earlier run finished the instance: nothing is done again."""
+
+    def _finish(self):
+        self.instance.task_state = task_states.SPAWNING
+        self.instance.system_metadata = {}
+        self.instance.access_ip_v4 = self.instance.access_ip_v6 = None
+        return self.endpoint.finish_build(
+            self.ctxt, instance=self.instance, node='node1',
+            network_info=None, job=self._job(0, 'finalize'))
+
+    def test_instance_active_with_its_guest_was_finished_earlier(self):
+        self.db_vm_state = vm_states.ACTIVE
+        self.mgr.host = 'host1'
+        self.mgr.driver.instance_exists.return_value = True
+        self.assertTrue(self._finish())
+        self.mgr._update_instance_after_spawn.assert_not_called()
+        self.mgr._build_succeeded.assert_not_called()
+
+    def test_active_without_its_guest_here_is_finished_again(self):
+        # ACTIVE in the database but no guest on this hypervisor: not an
+        # earlier run of this step; the step runs (and fails on the
+        # instance's task state, as before)
+        self.db_vm_state = vm_states.ACTIVE
+        self.mgr.host = 'host1'
+        self.mgr.driver.instance_exists.return_value = False
+        self.instance.save = mock.Mock()
+        self.assertTrue(self._finish())
+        self.mgr._update_instance_after_spawn.assert_called_once_with(
+            self.instance)
+
+    def test_building_instance_is_finished(self):
+        self.mgr.host = 'host1'
+        self.mgr.driver.instance_exists.return_value = True
+        self.instance.save = mock.Mock()
+        self.assertTrue(self._finish())
+        self.instance.save.assert_called_once_with(
+            expected_task_state=task_states.SPAWNING)
 
 
 class TrackedBuildTest(EndpointTestBase):
