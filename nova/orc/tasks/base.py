@@ -12,6 +12,7 @@ import copy
 import threading
 
 from oslo_log import log as logging
+from oslo_utils import importutils
 from taskflow import task
 from taskflow.types import failure as tf_failure
 
@@ -106,8 +107,26 @@ def flow_failure(result, flow_failures):
         if failure.exception is not None:
             return orc_exc.with_traceback(failure.exception)
     if failures:
-        return orc_exc.with_traceback(Exception(failures[0].exception_str))
+        return orc_exc.with_traceback(_rebuilt(failures[0]))
     return orc_exc.with_traceback(Exception('flow reverted'))
+
+
+def _rebuilt(failure):
+    """The exception of a journaled failure (a resumed flow's: TaskFlow
+    keeps its type names and text, not the object): a Nova exception is
+    rebuilt as its own class with its message, so that its fault reads as
+    stock's (``NoValidHost``'s text, its code); anything else as an
+    ``Exception`` with the text."""
+    for name in failure:  # its type names, most derived first
+        try:
+            cls = importutils.import_class(name)
+        except (ImportError, ValueError, AttributeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls,
+                                                exception.NovaException):
+            return cls(message=failure.exception_str)
+        break
+    return Exception(failure.exception_str)
 
 
 class OrcTask(task.Task):

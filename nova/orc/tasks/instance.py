@@ -94,6 +94,12 @@ class BuryInCell0OnFailure(base.OrcTask):
     request meanwhile, only the orphan instance mapping is removed (as stock
     does). When the record is already in a cell,
     :class:`CreateRecord`'s revert owns the end state and this does nothing.
+
+    Idempotent: stock's burial is several commits (record, mapping, action,
+    BDMs, tags, ERROR, build request); a revert resumed after an earlier
+    run stopped among them (its conductor died, or a step failed) finds
+    the record in cell0 and makes only what is missing
+    (:meth:`_finish_burial`), rather than failing on a second record.
     """
 
     def execute(self):
@@ -102,9 +108,29 @@ class BuryInCell0OnFailure(base.OrcTask):
     def revert(self, context, instance_uuid, request_spec,
                block_device_mapping, tags, flow_failures=None, **kwargs):
         mapping = _instance_mapping(context, instance_uuid)
-        if mapping is None or mapping.cell_mapping is not None:
+        if mapping is None:
             return
         exc = base.flow_failure(None, flow_failures)
+        if self.run.resumed:
+            cell0 = objects.CellMapping.get_by_uuid(
+                context, objects.CellMapping.CELL0_UUID)
+            if mapping.cell_mapping is None or (
+                    mapping.cell_mapping.uuid == cell0.uuid):
+                with nova_context.target_cell(context, cell0) as cctxt:
+                    try:
+                        buried = objects.Instance.get_by_uuid(
+                            cctxt, instance_uuid, expected_attrs=['flavor'])
+                    except exception.InstanceNotFound:
+                        buried = None
+                if buried is not None:
+                    self._finish_burial(
+                        context, mapping, cell0, buried, exc,
+                        _request_spec(request_spec, context),
+                        _bdms(block_device_mapping, context),
+                        _tags(tags, context))
+                    return
+        if mapping.cell_mapping is not None:
+            return
         try:
             build_request = objects.BuildRequest.get_by_instance_uuid(
                 context, instance_uuid)
@@ -124,6 +150,49 @@ class BuryInCell0OnFailure(base.OrcTask):
             build_requests=[build_request],
             block_device_mapping=_bdms(block_device_mapping, context),
             tags=_tags(tags, context))
+
+
+    def _finish_burial(self, context, mapping, cell0, instance, exc, spec,
+                       bdms, tags):
+        """What stock ``_bury_in_cell0`` does after creating the record in
+        cell0, each part only where an earlier run did not get to it: the
+        mapping to cell0, the failed ``create`` action
+        (``_create_instance_action_for_cell0``), BDMs, tags, ERROR with the
+        fault (``_set_vm_state_and_notify``), the build request destroyed
+        (the record destroyed if the user deleted it meanwhile, as stock).
+        """
+        uuid = instance.uuid
+        LOG.info('Resumed revert: the instance is in cell0 already; '
+                 'finishing its burial', instance_uuid=uuid)
+        if mapping.cell_mapping is None:
+            mapping.cell_mapping = cell0
+            mapping.save()
+        with nova_context.target_cell(context, cell0) as cctxt:
+            if objects.InstanceAction.get_by_request_id(
+                    cctxt, uuid, cctxt.request_id) is None:
+                orc_exc.call_handling(
+                    exc, self.manager._create_instance_action_for_cell0,
+                    cctxt, instance, exc)
+            if bdms and not objects.BlockDeviceMappingList.\
+                    get_by_instance_uuid(cctxt, uuid):
+                self.manager._create_block_device_mapping(
+                    cell0, instance.flavor, uuid, bdms)
+            if tags and not objects.TagList.get_by_resource_id(cctxt, uuid):
+                self.manager._create_tags(cctxt, uuid, tags)
+            if instance.vm_state != vm_states.ERROR:
+                orc_exc.call_handling(
+                    exc, self.manager._set_vm_state_and_notify, cctxt, uuid,
+                    'build_instances',
+                    {'vm_state': vm_states.ERROR, 'task_state': None}, exc,
+                    spec)
+        try:
+            objects.BuildRequest.get_by_instance_uuid(context, uuid).destroy()
+        except exception.BuildRequestNotFound:
+            if instance.vm_state == vm_states.ERROR:
+                return  # the earlier run got that far
+            # the user deleted it meanwhile: stock destroys the record
+            with nova_context.target_cell(context, cell0):
+                instance.destroy()
 
 
 class BuryGroupInCell0OnFailure(base.OrcTask):

@@ -17,6 +17,7 @@ from oslo_utils import importutils
 from taskflow.patterns import linear_flow
 from taskflow.patterns import unordered_flow
 
+from nova.conductor import manager as conductor_manager
 from nova import exception
 from nova import objects
 from nova.orc.compute import manager as orc_compute
@@ -498,6 +499,47 @@ class OrcFailoverTest(OrcFailoverTestBase):
         self.assertEqual(2, len(calls))
         self.assertEqual(2, flow['meta']['claims'])
         self._assert_nothing_held(server)
+
+    def test_burial_in_cell0_stopped_halfway_is_finished_on_resume(self):
+        """Scheduling fails; stock's burial in cell0 stops after the record
+        and its mapping (the action fails once): the flow ends FAILURE, its
+        job comes back after the backoff, and the resumed revert finishes
+        the burial instead of failing on a second cell0 record: ERROR with
+        the scheduling fault, one failed create action, no build
+        request."""
+        self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
+
+        def no_host(*args, **kwargs):
+            raise exception.NoValidHost(reason='test: no host')
+        self.stub_out(MANAGER + '._schedule_instances', no_host)
+        original = (
+            conductor_manager.ComputeTaskManager.
+            _create_instance_action_for_cell0)
+        calls = []
+
+        def action_fails_once(manager, *args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise exception.DBNotAllowed(binary='test: database gone')
+            return original(manager, *args, **kwargs)
+        self.stub_out(MANAGER + '._create_instance_action_for_cell0',
+                      action_fails_once)
+        server = self._create_server(networks='none', expected_state='ERROR')
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', flow['state'])
+        self.assertEqual(2, flow['meta']['claims'])
+        self.assertEqual(2, len(calls))
+        self.assertIn('No valid host', server['fault']['message'])
+        actions = self.api.get_instance_actions(server['id'])
+        self.assertEqual(['create'], [a['action'] for a in actions])
+        self.assertRaises(exception.BuildRequestNotFound,
+                          objects.BuildRequest.get_by_instance_uuid,
+                          self.ctxt, server['id'])
+        mapping = objects.InstanceMapping.get_by_instance_uuid(
+            self.ctxt, server['id'])
+        self.assertEqual(objects.CellMapping.CELL0_UUID,
+                         mapping.cell_mapping.uuid)
+        self.assertEqual([], self.orc.coordinator().list_locks())
 
     def test_failed_revert_whose_claim_cannot_be_checked_is_not_stranded(
             self):

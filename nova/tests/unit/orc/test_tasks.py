@@ -14,6 +14,7 @@ from nova import context as nova_context
 from nova import exception
 from nova import objects
 from nova.orc import exception as orc_exc
+from nova.orc.tasks import base
 from nova.orc.tasks import compute
 from nova.orc.tasks import instance as instance_tasks
 from nova.orc.tasks import locks
@@ -800,3 +801,27 @@ class HostTasksTest(TaskTestBase):
         args, kwargs = self.orc.compute_rpcapi.finish_build.call_args
         self.assertEqual('host1', args[1])
         self.assertEqual('node1', kwargs['node'])
+
+
+class FlowFailureTest(test.NoDBTestCase):
+    """The exception a revert reports, from a failure read back from the
+    journal (a resumed revert: TaskFlow keeps type names and text only)."""
+
+    @staticmethod
+    def _journaled(exc):
+        return tf_failure.Failure.from_dict(_failure(exc).to_dict())
+
+    def test_nova_exception_keeps_its_class_and_message(self):
+        failure = self._journaled(exception.NoValidHost(reason='all full'))
+        self.assertIsNone(failure.exception)
+        exc = base.flow_failure(None, {'schedule': failure})
+        self.assertIsInstance(exc, exception.NoValidHost)
+        self.assertEqual('No valid host was found. all full',
+                         exc.format_message())
+        self.assertIsNotNone(exc.__traceback__)
+
+    def test_other_exception_is_its_text(self):
+        failure = self._journaled(ValueError('bad value'))
+        exc = base.flow_failure(None, {'schedule': failure})
+        self.assertEqual(Exception, type(exc))
+        self.assertEqual('bad value', str(exc))
