@@ -149,10 +149,13 @@ def provided(flow, flow_detail, key):
 
 
 class FlowLoggingListener(tf_logging.DynamicLoggingListener):
-    """TaskFlow's logging listener, except for a server deleted during its
-    build: the task that found it out is logged at info without a
-    traceback, as stock's build logs it (``InstanceNotFound``,
-    ``UnexpectedDeletingTaskStateError``, ``BuildRequestGone``)."""
+    """TaskFlow's logging listener, except for two ends that are no error
+    of the task: a server deleted during its build (the task that found it
+    out is logged at info without a traceback, as stock's build logs it:
+    ``InstanceNotFound``, ``UnexpectedDeletingTaskStateError``,
+    ``BuildRequestGone``), and a side effect refused because this
+    conductor's claim is lost (``ClaimLost``: a warning, the flow's new
+    owner goes on)."""
 
     def _task_receiver(self, state, details):
         result = details.get('result')
@@ -161,6 +164,11 @@ class FlowLoggingListener(tf_logging.DynamicLoggingListener):
             LOG.info("Task '%s' stopped: the server was deleted during its "
                      "build (%s)", details['task_name'],
                      result.exception_str)
+            return
+        if (isinstance(result, tf_failure.Failure) and
+                result.check(orc_exc.ClaimLost)):
+            LOG.warning("Task '%s' stopped before its next side effect: "
+                        "%s", details['task_name'], result.exception_str)
             return
         super()._task_receiver(state, details)
 

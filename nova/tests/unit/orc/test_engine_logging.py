@@ -9,6 +9,7 @@ from taskflow import task
 
 from nova import exception
 from nova.orc import engine
+from nova.orc import exception as orc_exc
 from nova import test
 
 
@@ -45,3 +46,11 @@ class FlowLoggingListenerTest(test.NoDBTestCase):
         self.assertIn("WARNING Task 'spawn'", out)
         self.assertIn("transitioned into state 'FAILURE'", out)
         self.assertIn('Traceback', out)
+
+    def test_lost_claim_is_a_warning_without_traceback(self):
+        out = self._run(orc_exc.ClaimLost(flow_id='f1'))
+        self.assertIn("WARNING Task 'spawn' stopped before its next side "
+                      "effect: Flow f1: the job claim of this conductor is "
+                      "lost", out)
+        self.assertNotIn("transitioned into state 'FAILURE'", out)
+        self.assertNotIn('Traceback', out)
