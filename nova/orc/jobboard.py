@@ -28,6 +28,7 @@ claims.
 """
 
 import contextlib
+import functools
 import itertools
 import os
 import threading
@@ -325,14 +326,15 @@ class ZooKeeperJobBoard(JobBoard):
 
     @contextlib.contextmanager
     def exclusive(self, name):
-        """A kazoo ``Lock`` recipe (ephemeral: gone with a dead holder's
-        session) under ``<chroot>/exclusive/<name>``, tried without
-        waiting; see :meth:`JobBoard.exclusive`."""
-        lock = self.coordinator.client.Lock(
-            '%s/exclusive/%s' % (self.coordinator.base, name), self.owner)
+        """An ephemeral node ``<chroot>/exclusive/<name>`` of this
+        conductor's session (gone with a dead holder's session), created
+        without waiting for a holder; every ZooKeeper call bounded by
+        ``[orc] coordination_outage_timeout`` (unreachable: not held); see
+        :meth:`JobBoard.exclusive`."""
+        path = '%s/exclusive/%s' % (self.coordinator.base, name)
         try:
-            held = lock.acquire(blocking=False)
-        except kazoo_exc.KazooException as e:
+            held = self.coordinator.retrying(self._create_exclusive, path)
+        except orc_exc.CoordinationUnavailable as e:
             LOG.info('Could not try the %s lock: %s', name, e)
             held = False
         try:
@@ -340,10 +342,19 @@ class ZooKeeperJobBoard(JobBoard):
         finally:
             if held:
                 try:
-                    lock.release()
-                except kazoo_exc.KazooException as e:
+                    self.coordinator.retrying(self._delete_quietly, path)
+                except orc_exc.CoordinationUnavailable as e:
                     # its node goes with our session at the latest
                     LOG.info('Could not release the %s lock: %s', name, e)
+
+    def _create_exclusive(self, path):
+        wait, client = self.coordinator.wait, self.coordinator.client
+        try:
+            wait(client.create_async(path, self.owner.encode('utf-8'),
+                                     ephemeral=True, makepath=True))
+        except kazoo_exc.NodeExistsError:
+            return False
+        return True
 
     def __init__(self, owner, coordinator):
         super().__init__(owner)
@@ -422,14 +433,29 @@ class ZooKeeperJobBoard(JobBoard):
                 LOG.exception('Could not register conductor %s', self.owner)
 
     def _on_aborts(self, children):
-        """Abort requests: tell the orchestrator about new ones."""
+        """Abort requests: tell the orchestrator about new ones. Runs on
+        kazoo's event thread, so it only sends the reads; each answer
+        calls the orchestrator (:meth:`_abort_read`), never blocking."""
         new = set(children) - self._aborts
         self._aborts = set(children)
         for flow_id in new:
-            reason = self.abort_requested(flow_id)
-            if reason and self.on_abort is not None:
-                self.on_abort(flow_id, reason)
+            self.coordinator.client.get_async(
+                '%s/%s' % (self.aborts_path, flow_id)).rawlink(
+                    functools.partial(self._abort_read, flow_id))
         return self._board is not None
+
+    def _abort_read(self, flow_id, async_result):
+        """The answer to the read of an abort request (kazoo's thread)."""
+        try:
+            data, _stat = async_result.get(block=False)
+        except Exception as e:
+            # gone already (its job consumed), or the connection dropped:
+            # the run's next claim reads the request again
+            LOG.debug('Abort request of flow %s not read: %r', flow_id, e)
+            return
+        if self.on_abort is not None:
+            self.on_abort(flow_id,
+                          data.decode('utf-8') or 'aborted by an operator')
 
     def _on_conductors(self, children):
         """A conductor came or went: jobs it posted may be ours to run."""
@@ -453,10 +479,14 @@ class ZooKeeperJobBoard(JobBoard):
         board, self._board = self._board, None
         if board is not None:
             try:
-                self.coordinator.client.delete(
+                # bounded: a conductor stopping during an outage must not
+                # hang (its liveness node goes with its session anyway)
+                self.coordinator.retrying(
+                    self._delete_quietly,
                     '%s/%s' % (self.conductors_path, self.owner))
-            except Exception:
-                pass
+            except Exception as e:
+                LOG.info('Liveness node of %s left to its session: %s',
+                         self.owner, e)
             board.close()
 
     def post(self, flow_id, book, details, ended=None):
@@ -652,17 +682,32 @@ class ZooKeeperJobBoard(JobBoard):
 
 
     def request_abort(self, flow_id, reason):
+        """See :meth:`JobBoard.request_abort`; bounded by ``[orc]
+        coordination_outage_timeout``."""
+        self.coordinator.retrying(self._request_abort_once, flow_id, reason)
+
+    def _request_abort_once(self, flow_id, reason):
         try:
-            self.coordinator.client.create(
+            self.coordinator.wait(self.coordinator.client.create_async(
                 '%s/%s' % (self.aborts_path, flow_id),
-                reason.encode('utf-8'))
+                reason.encode('utf-8')))
         except kazoo_exc.NodeExistsError:
             pass
 
     def abort_requested(self, flow_id):
+        """See :meth:`JobBoard.abort_requested`; bounded by ``[orc]
+        coordination_outage_timeout``.
+
+        :raises nova.orc.exception.CoordinationUnavailable: it cannot be
+            told within the bound
+        """
+        return self.coordinator.retrying(self._abort_requested_once, flow_id)
+
+    def _abort_requested_once(self, flow_id):
         try:
-            data, _stat = self.coordinator.client.get(
-                '%s/%s' % (self.aborts_path, flow_id))
+            data, _stat = self.coordinator.wait(
+                self.coordinator.client.get_async(
+                    '%s/%s' % (self.aborts_path, flow_id)))
         except kazoo_exc.NoNodeError:
             return None
         return data.decode('utf-8') or 'aborted by an operator'

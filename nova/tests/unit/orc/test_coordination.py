@@ -249,6 +249,23 @@ class ZooKeeperOutageTest(test.NoDBTestCase):
         self.assertEqual(uuids.flow_b,
                          self.coordinator.holder('volume', 'v1')['owner'])
 
+    def test_board_calls_end_within_the_bound(self):
+        # the conductor loop's exclusive scan and a claimed run's abort
+        # check must not hang a conductor through an outage
+        self.flags(coordination_outage_timeout=2, group='orc')
+        board = jobboard.ZooKeeperJobBoard('owner-a', self.coordinator)
+        board.connect()
+        self.addCleanup(board.close)
+        self._stop_zookeeper()
+        t0 = time.monotonic()
+        with board.exclusive('leftovers') as mine:
+            self.assertFalse(mine)
+        self.assertRaises(orc_exc.CoordinationUnavailable,
+                          board.abort_requested, uuids.flow)
+        self.assertRaises(orc_exc.CoordinationUnavailable,
+                          board.request_abort, uuids.flow, 'why')
+        self.assertLess(time.monotonic() - t0, 3 * 3)
+
     def test_suspension_is_reported_and_the_session_survives(self):
         events = []
         self.coordinator.add_session_listener(events.append)

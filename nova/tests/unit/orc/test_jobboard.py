@@ -10,6 +10,7 @@ again after a lost answer, an adopter racing a poster woken from a pause,
 import json
 import os
 import threading
+from unittest import mock
 
 from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
@@ -24,7 +25,8 @@ from nova.tests.unit.orc import test_coordination
 ZOOKEEPER = os.environ.get('ORC_TEST_ZOOKEEPER', '127.0.0.1:2181')
 
 
-class OneJobPerFlowTest(test.NoDBTestCase):
+class _BoardTestBase(test.NoDBTestCase):
+    """Two conductors' boards on one chroot of the real ZooKeeper."""
 
     def setUp(self):
         super().setUp()
@@ -65,6 +67,9 @@ class OneJobPerFlowTest(test.NoDBTestCase):
             flow_id = json.loads(data)['details']['flow_id']
             by_flow.setdefault(flow_id, []).append(name)
         return by_flow
+
+
+class OneJobPerFlowTest(_BoardTestBase):
 
     def test_concurrent_posts_of_one_flow_make_one_job(self):
         results = []
@@ -152,6 +157,33 @@ class OneJobPerFlowTest(test.NoDBTestCase):
         self.assertEqual(self.book.name, job.book_name)
         plain.claim(job, 'plain')
         self.assertEqual('plain', plain.find_owner(job))
+
+
+class BoardCallsTest(_BoardTestBase):
+    """The board's own ZooKeeper calls: bounded, and none blocking kazoo's
+    event thread."""
+
+    def test_abort_request_reaches_the_conductor_without_a_blocking_read(
+            self):
+        told = []
+        self.board_a.on_abort = lambda flow_id, reason: told.append(
+            (flow_id, reason))
+        with mock.patch.object(self.a.client, 'get',
+                               side_effect=AssertionError('blocking get')):
+            self.board_b.request_abort(uuids.flow, 'operator says stop')
+            test_coordination._wait_for(lambda: told, 10, 'abort told')
+        self.assertEqual([(uuids.flow, 'operator says stop')], told)
+        self.assertEqual('operator says stop',
+                         self.board_a.abort_requested(uuids.flow))
+        self.assertIsNone(self.board_a.abort_requested(uuids.other_flow))
+
+    def test_exclusive_is_one_conductor_at_a_time(self):
+        with self.board_a.exclusive('scan') as mine_a:
+            with self.board_b.exclusive('scan') as mine_b:
+                self.assertTrue(mine_a)
+                self.assertFalse(mine_b)
+        with self.board_b.exclusive('scan') as mine_b:
+            self.assertTrue(mine_b)
 
 
 class MemoryOneJobPerFlowTest(test.NoDBTestCase):
