@@ -22,6 +22,14 @@ locks, jobs); the time from the first POST to the last server ended
 (polled every second); for nova-orc how many boots were resumed and
 quarantined; then deletes the servers and judges again.
 
+With ``--pause S`` the conductors are paused instead of killed: every
+``--kill-every`` seconds one conductor not paused already is stopped
+(SIGSTOP of its process group: the launcher and its worker, as a frozen VM
+would be) for ``S`` seconds, then continued (SIGCONT); nothing is
+restarted. A pause longer than the ZooKeeper session makes the others take
+its jobs over while it sleeps; on waking it must do nothing more. With
+``--check`` every server must then end ACTIVE.
+
 Two uses:
 
 * ``tools/bench/conductor-deaths`` (the benchmark): for each mode brings
@@ -180,6 +188,33 @@ class Trial:
             except Exception as e:
                 created.append((None, '%s: %s' % (e.__class__.__name__, e)))
 
+    def _pause_one(self, rng, kills, t0, paused):
+        """SIGSTOP a conductor not paused already; SIGCONT it ``--pause``
+        seconds later (a timer in ``paused``)."""
+        live = check_leaks.service_pids(self.state_dir, 'nova-conductor')
+        awake = sorted(name for name in live if name not in paused or
+                       not paused[name].is_alive())
+        if not awake:
+            kills.append((time.monotonic() - t0, None))
+            _log('pause: every conductor is paused, skipped')
+            return
+        name = rng.choice(awake)
+        pid = live[name]
+        os.killpg(pid, signal.SIGSTOP)
+
+        def wake():
+            try:
+                os.killpg(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            _log('SIGCONT %s (process group %d)' % (name, pid))
+        timer = threading.Timer(self.args.pause, wake)
+        timer.start()
+        paused[name] = timer
+        kills.append((time.monotonic() - t0, name))
+        _log('SIGSTOP %s (process group %d) for %ss' % (
+            name, pid, self.args.pause))
+
     def _kill_one(self, rng, kills, t0, reviver):
         live = check_leaks.service_pids(self.state_dir, 'nova-conductor')
         if not live:
@@ -200,7 +235,8 @@ class Trial:
     def run(self):
         """Run the trial; returns its result dict."""
         args = self.args
-        res = {'mode': self.mode, 'seed': self.seed, 'boots': args.boots}
+        res = {'mode': self.mode, 'seed': self.seed, 'boots': args.boots,
+               'pause': args.pause}
         conn = self._connect()
         image = conn.image.find_image('cirros-fake').id
         flavor = conn.compute.find_flavor('m1.nano').id
@@ -235,6 +271,7 @@ class Trial:
         creator.start()
         next_kill = args.kill_every / 2.0
         status = {}
+        paused = {}
 
         def poll():
             try:
@@ -247,14 +284,19 @@ class Trial:
                 if server.status in ENDED and server.id not in ended:
                     ended[server.id] = time.monotonic() - t0
 
-        _log('%s: %d boots (%s), a conductor killed every %ss' % (
+        _log('%s: %d boots (%s), a conductor %s every %ss' % (
             self.mode, args.boots, 'burst' if not args.spread else
-            'one every %ss' % args.spread, args.kill_every))
+            'one every %ss' % args.spread,
+            'paused for %ss' % args.pause if args.pause else 'killed',
+            args.kill_every))
         while time.monotonic() - t0 < args.kill_bound:
             now = time.monotonic() - t0
             if now >= next_kill:
-                self._kill_one(rng, kills, t0, reviver)
-                reviver.request()
+                if args.pause:
+                    self._pause_one(rng, kills, t0, paused)
+                else:
+                    self._kill_one(rng, kills, t0, reviver)
+                    reviver.request()
                 next_kill += args.kill_every
             poll()
             ids = [sid for sid, _ in created if sid]
@@ -263,6 +305,9 @@ class Trial:
                 break
             time.sleep(1)
         res['kill_loop'] = time.monotonic() - t0
+        for timer in paused.values():
+            # the last ones sleep their pause out: every conductor wakes
+            timer.join(args.pause + 5)
         creator.join(timeout=120)
         res['kills'] = [name for _, name in kills if name]
         res['post_errors'] = [e for sid, e in created if sid is None]
@@ -331,11 +376,13 @@ def summary(res):
             if res['last_ended'] is not None
             else 'never (%d not ended)' % (res['BUILD'] + res['other']))
     ups = res['up_durations']
-    line = ('%s seed %d: %d boots, %d kills: %d ACTIVE, %d ERROR, %d BUILD'
+    line = ('%s seed %d: %d boots, %d %s: %d ACTIVE, %d ERROR, %d BUILD'
             '%s; last ended %s; leaks %s; after delete '
             '%s%s; tools/aio up x%d median %.1fs (%d failed), restarted live '
             'services: %s' % (
                 res['mode'], res['seed'], res['boots'], len(res['kills']),
+                'pauses of %ss' % res['pause'] if res.get('pause')
+                else 'kills',
                 res['ACTIVE'], res['ERROR'], res['BUILD'],
                 ', %d other' % res['other'] if res['other'] else '', last,
                 _leak_text(res['leaks']),
@@ -427,6 +474,9 @@ def main(argv=None):
                         help='seconds between two conductor kills')
     parser.add_argument('--kill-bound', type=float, default=150.0,
                         help='stop killing after this many seconds')
+    parser.add_argument('--pause', type=float, default=0.0, metavar='S',
+                        help='pause (SIGSTOP) conductors for S seconds '
+                             'instead of killing them')
     parser.add_argument('--conductors', type=int, default=3)
     parser.add_argument('--computes', type=int, default=2)
     parser.add_argument('--spread', type=float, default=0.0,
@@ -469,10 +519,13 @@ def main(argv=None):
                 bad = (res['BUILD'] + res['other'] + res['not_deleted'] +
                        sum(res['leaks'].values()) +
                        sum(res['leaks_after_delete'].values()) +
-                       len(res['post_errors']))
+                       len(res['post_errors']) +
+                       # paused, not killed: nothing excuses an ERROR
+                       (res['ERROR'] if args.pause else 0))
                 failed += bool(bad)
-                print('%s: conductor-deaths (%s)' % (
-                    'FAIL' if bad else 'PASS', line), flush=True)
+                print('%s: conductor-%s (%s)' % (
+                    'FAIL' if bad else 'PASS',
+                    'pauses' if args.pause else 'deaths', line), flush=True)
     print(compare(results), flush=True)
     return 1 if failed else 0
 

@@ -17,6 +17,19 @@ failing on every host, the conductor killed while undoing); plus
 once another conductor finished) and ``zookeeper-restart`` (ZooKeeper
 stopped and started while the spawn runs).
 
+Pause cases (``ATOM pause-before``, ``ATOM pause-after``, ``ATOM
+pause-inside N``, ``post pause-before``): the conductor stops itself
+(SIGSTOP) at the point, past its session; once another conductor finished
+the flow the matrix wakes it (SIGCONT) inside the task it was in. It must
+do nothing more: the server stays ACTIVE, with one ``create`` action and
+one set of BDMs, and ``check_leaks`` finds nothing (no guest, allocation,
+lock, record or job left, no build request), before and after the delete.
+``pause-inside N`` stops it between two database transactions of the task
+after N of them wrote (``create_record pause-inside 1``: the instance
+record created, its action, BDMs, mapping and build request delete not
+yet); ``post pause-before`` stops the RPC handler between journaling the
+flow and posting its job (another conductor adopts it).
+
 With ``--with-neutron`` (or ``--neutron-only``) the neutron cases follow
 (``neutron ATOM WHEN [MODIFIER...]``): the matrix first runs ``tools/aio up
 --with-neutron`` (real neutron-server, ML2, a fake L2 agent) and creates a
@@ -66,6 +79,15 @@ NEUTRON_CASES = [
 NETWORK = 'crash-net'
 
 
+#: conductors paused past their session and woken once a peer finished
+PAUSES = (['%s pause-before' % task for task in TASKS] +
+          ['create_record pause-inside 1'] +
+          ['%s pause-after' % task for task in (
+              'schedule', 'create_record', 'claim_allocation', 'spawn',
+              'finalize')] +
+          ['post pause-before'])
+
+
 def default_cases():
     """The cases without neutron (servers booted with ``--nic none``)."""
     cases = []
@@ -74,6 +96,7 @@ def default_cases():
     cases.append('spawn during 1')
     cases += ['%s revert' % task for task in REVERTS]
     cases += ['paused', 'zookeeper-restart']
+    cases += PAUSES
     return cases
 
 
@@ -165,15 +188,21 @@ class Matrix:
         FAILURE), or as it is when ``timeout`` passed: its status alone can
         pass through ERROR on the way (a restarted compute puts the
         instances it was building in ERROR before the flow goes on)."""
+        self._wait_flow_ended(server_id, timeout)
+        return self._server_end(server_id, timeout=30)
+
+    def _wait_flow_ended(self, server_id, timeout):
+        """True once the server's newest boot flow ended (SUCCESS,
+        REVERTED or FAILURE), False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             rows = check_leaks._rows(self._journal_url(), (
                 "SELECT state FROM orc_flow_details WHERE instance_uuid = "
                 "'%s' ORDER BY created_at DESC" % server_id))
             if rows and rows[0][0] in ('SUCCESS', 'REVERTED', 'FAILURE'):
-                break
+                return True
             time.sleep(0.5)
-        return self._server_end(server_id, timeout=30)
+        return False
 
     def _journal_url(self):
         nova = check_leaks._conf(os.path.join(self.state, 'etc', 'nova',
@@ -230,6 +259,9 @@ class Matrix:
             name='crash-%s' % case.replace(' ', '-'), image_id=self.image,
             flavor_id=self.flavor, networks=networks)
         problems = []
+        pause = len(words) >= 2 and words[1].startswith('pause-')
+        if pause:
+            problems += self._wake_after_takeover(server.id, words[0])
         if case == 'paused':
             problems += self._pause_during_spawn(server.id)
         elif case == 'zookeeper-restart':
@@ -255,10 +287,14 @@ class Matrix:
             fired = os.path.exists(self.fault + '.fired')
             problems.append(self._check(fired, 'fault point never reached'))
             meta = self._flow_meta(server.id)
+            # a poster paused before posting: adopted, claimed once
+            claims = 1 if words[0] == 'post' else 2
             problems.append(self._check(
-                meta.get('claims', 0) >= 2,
+                meta.get('claims', 0) >= claims,
                 'flow claimed %s times: no conductor resumed it' %
                 meta.get('claims')))
+        if pause:
+            problems += self._one_of_each(server.id)
         if os.path.exists(self.fail_spawn):
             os.unlink(self.fail_spawn)
         problems.append(self._check(self._delete(server.id),
@@ -383,6 +419,71 @@ class Matrix:
         meta = self._flow_meta(server_id)
         return [self._check(meta.get('claims', 0) >= 2,
                             'nobody took over the paused conductor\'s job')]
+
+    def _paused_pid(self, timeout=120):
+        """The pid of the conductor that stopped itself at the fault
+        point, once it did (None after ``timeout``)."""
+        fired = self.fault + '.fired'
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with open(fired) as f:
+                    for line in f:
+                        if line.startswith('paused pid '):
+                            return int(line.split()[2])
+            except OSError:
+                pass
+            time.sleep(0.1)
+        return None
+
+    def _wake_after_takeover(self, server_id, atom, timeout=240):
+        """Wait for the conductor to stop itself, then for another to end
+        the flow (a poster paused before posting: the adopter, after
+        ``ORPHAN_MIN_AGE`` and its scan); then SIGCONT it and give it time
+        to act on what it was doing when it stopped."""
+        pid = self._paused_pid()
+        if pid is None:
+            return ['fault point never reached']
+        self._log('conductor pid %d stopped itself at %s' % (pid, atom))
+        t0 = time.monotonic()
+        try:
+            if not self._wait_flow_ended(server_id, timeout):
+                return ['no other conductor ended the flow within %ds' %
+                        timeout]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self._log('flow ended by another conductor %.1fs after the pause; '
+                  'SIGCONT %d' % (time.monotonic() - t0, pid))
+        # it wakes inside the task it was in: whatever it does next is
+        # done within a few seconds (its lease is void: no renewal, then
+        # the lost session)
+        time.sleep(5)
+        return []
+
+    def _one_of_each(self, server_id):
+        """One ``create`` action and the BDMs of one build: a woken
+        conductor that went on with its task would have made a second."""
+        server = self.conn.compute.get_server(server_id)
+        actions = [a.action for a in
+                   self.conn.compute.server_actions(server_id)]
+        problems = [self._check(actions == ['create'],
+                                'instance actions %s' % actions)]
+        bdms = sum(check_leaks._rows(url, (
+            "SELECT count(*) FROM block_device_mapping WHERE instance_uuid "
+            "= '%s' AND deleted = 0" % server_id))[0][0]
+            for url in self._cell_urls())
+        problems.append(self._check(bdms == 1, '%d BDMs' % bdms))
+        problems.append(self._check(server.status == 'ACTIVE',
+                                    'server %s after the wake-up' %
+                                    server.status))
+        return problems
+
+    def _cell_urls(self):
+        nova = check_leaks._conf(os.path.join(self.state, 'etc', 'nova',
+                                              'nova.conf'))
+        return [r[0] for r in check_leaks._rows(
+            nova.get('api_database', 'connection'),
+            'SELECT database_connection FROM cell_mappings')]
 
     def _restart_zookeeper_during_spawn(self, server_id):
         if not self._wait_flow_state(server_id, 'spawn', 'RUNNING'):

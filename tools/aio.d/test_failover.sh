@@ -5,14 +5,20 @@
 # guests (orc_fake), ZooKeeper sessions of 2 s, then the crash matrix
 # (tools/aio.d/crash_matrix.py: every step of the boot flow killed before
 # and after its side effects, in the middle of spawn, during reverts, a
-# paused conductor, a ZooKeeper restart), then the case conductor-deaths
+# paused conductor, a ZooKeeper restart, conductors paused past their
+# session at each task boundary and inside create_record, woken once a
+# peer finished), then the case conductor-pauses (conductor_deaths.py
+# --pause: 20 boots in a burst, a conductor paused for 10 s every 12 s; it
+# passes when every server is ACTIVE and check_leaks finds nothing, before
+# and after the delete), then the case conductor-deaths
 # (tools/aio.d/conductor_deaths.py, orc only: 6 boots in a burst, a live
 # conductor SIGKILLed every 8 s and brought back by tools/aio up; it passes
 # when no server is left in BUILD and check_leaks finds nothing, before and
 # after the delete).  Prints 'N passed, N failed' for all of them.
 #
-#   tools/aio.d/test_failover.sh [CASE...]     (default: the whole matrix
-#                                               and conductor-deaths)
+#   tools/aio.d/test_failover.sh [CASE...]     (default: the whole matrix,
+#                                               conductor-pauses and
+#                                               conductor-deaths)
 #   tools/aio.d/test_failover.sh --bench ...   (crash_matrix.py's options)
 # Environment: what tools/aio reads (AIO_STATE...), and
 #   AIO_TEST_KEEP=1  leave the deployment up at the end
@@ -39,12 +45,16 @@ if ! "$AIO" up --conductors 3 --computes 2; then
   echo "0 passed, 1 failed"; exit 1
 fi
 V=$(. "$S/aio.env" && echo "$VENV")
-matrix=() deaths=0
+matrix=() deaths=0 pauses=0
 case " $* " in
   *" -"*) matrix=("$@") ;;                 # options: crash_matrix.py's
-  "  ") matrix=() deaths=1 ;;              # no case: everything
+  "  ") matrix=() deaths=1 pauses=1 ;;     # no case: everything
   *) for a in "$@"; do
-       if [ "$a" = conductor-deaths ]; then deaths=1; else matrix+=("$a"); fi
+       case $a in
+         conductor-deaths) deaths=1 ;;
+         conductor-pauses) pauses=1 ;;
+         *) matrix+=("$a") ;;
+       esac
      done ;;
 esac
 passed=0 failed=0
@@ -56,6 +66,18 @@ if [ $# = 0 ] || [ ${#matrix[@]} -gt 0 ]; then
   if [ -n "$line" ]; then
     set -- $line; passed=$1 failed=$3
   elif [ $rc != 0 ]; then failed=1; fi
+fi
+if [ $pauses = 1 ]; then
+  echo "+ conductor_deaths.py --mode orc --no-deploy --check --pause 10 (case conductor-pauses)"
+  rm -f "$S/fault" "$S/fault.fired" "$S/fail-spawn"
+  if "$V/bin/python" "$D/conductor_deaths.py" --state "$S" --aio "$AIO" \
+       --mode orc --no-deploy --check --boots 20 --pause 10 --kill-every 12 \
+       --kill-bound 60 --settle 120 --seed 1; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)) rc=1
+  fi
+  echo "$passed passed, $failed failed"
 fi
 if [ $deaths = 1 ]; then
   echo "+ conductor_deaths.py --mode orc --no-deploy --check (case conductor-deaths)"
