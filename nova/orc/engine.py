@@ -107,18 +107,39 @@ def journal_context(context):
     return {k: data[k] for k in CONTEXT_FIELDS if k in data}
 
 
-def resumed_context(fields):
+def user_auth(context):
+    """What a conductor resuming a flow needs to act as the user: the
+    user's token and service catalog (``{'auth_token', 'service_catalog'}``),
+    or None when the request came without a token. Sealed with the
+    secrets, never journaled in clear."""
+    if not context.auth_token:
+        return None
+    return {'auth_token': context.auth_token,
+            'service_catalog': context.service_catalog}
+
+
+def resumed_context(fields, auth=None):
     """A ``RequestContext`` for a flow resumed in another process.
 
-    The user's token is gone (never journaled): the context acts for the
-    user's project with the service's own credentials, as Nova's periodic
-    work does (``is_admin`` without a token makes Nova's neutron and cinder
-    clients use the ``[neutron]`` / ``[cinder]`` service credentials).
+    With ``auth`` (:func:`user_auth`, unsealed from the journal) it is the
+    user's, token and roles as the request had them: Nova's clients send
+    that token to neutron, cinder and glance, with Nova's own service token
+    beside it when ``[service_user] send_service_user_token`` is set (as
+    Nova does for long operations), which lets them accept a user token
+    past its expiry. Without it, the context acts for the user's project
+    with the service's own credentials, as Nova's periodic work does
+    (``is_admin`` without a token makes Nova's neutron and cinder clients
+    use the ``[neutron]`` / ``[cinder]`` service credentials).
 
     :param fields: the journaled :func:`journal_context` dict
+    :param auth: dict from :func:`user_auth`, or None
     """
     context = nova_context.RequestContext.from_dict(dict(fields))
-    context.is_admin = True
+    if auth and auth.get('auth_token'):
+        context.auth_token = auth['auth_token']
+        context.service_catalog = auth.get('service_catalog') or []
+    else:
+        context.is_admin = True
     return context
 
 
@@ -306,6 +327,7 @@ class Orchestrator:
             if self._started:
                 return
             self._warn_if_locks_are_not_shared()
+            self._warn_if_resumes_cannot_act_as_the_user()
             fencing.install()
             self.coordinator.start()
             self.coordinator.add_session_listener(self._on_session_change)
@@ -328,6 +350,23 @@ class Orchestrator:
         if utils.concurrency_mode_threading():
             return futurist.ThreadPoolExecutor(max_workers=size)
         return futurist.GreenThreadPoolExecutor(max_workers=size)
+
+    def _warn_if_resumes_cannot_act_as_the_user(self):
+        """Without ``[orc] secret_key`` the user's token (and the admin
+        password, injected files) live only in the memory of the conductor
+        that took the request: a flow another conductor resumes before its
+        calls as the user reverts. Say so at start-up.
+
+        :returns: True when it warned
+        """
+        if CONF.orc.secret_key or not self.board.durable:
+            return False
+        LOG.warning('[orc] secret_key is not set: a flow resumed by another '
+                    'conductor cannot act as the user (ports, volumes, the '
+                    'image) nor spawn with the request\'s admin password; '
+                    'such a flow reverts with a fault saying so. Set the '
+                    'same [orc] secret_key on every conductor.')
+        return True
 
     def _warn_if_locks_are_not_shared(self):
         """memory:// locks live in one process: with several conductor
@@ -432,6 +471,7 @@ class Orchestrator:
         """
         self.start()
         flow_id = uuidutils.generate_uuid()
+        auth = user_auth(context)
         book = models.LogBook('%s-%s' % (module.NAME, instance_uuid))
         flow_detail = models.FlowDetail(module.NAME, flow_id)
         taskflow.engines.save_factory_details(flow_detail, module.get_flow,
@@ -443,7 +483,9 @@ class Orchestrator:
             'request_id': context.request_id,
             'context': journal_context(context), 'claims': 0,
             'secrets_given': any(transient.values()),
-            'sealed_secrets': secrets.seal(transient),
+            'user_auth_given': auth is not None,
+            'sealed_secrets': secrets.seal(
+                dict(transient, **{names.USER_AUTH: auth})),
             'store': dict(store, **{names.FLOW_ID: flow_id})})
         book.add(flow_detail)
         with contextlib.closing(self.backend.get_connection()) as conn:
@@ -729,11 +771,15 @@ class Orchestrator:
         with self._lock:
             transient = self._transient.pop(flow_id, None)
         if transient is None:
-            context = resumed_context(meta['context'])
             transient = self._unseal(run, flow_detail)
-            LOG.info('Resuming flow %s (%s of instance %s, claim %d) with '
-                     'service credentials for project %s', flow_id,
-                     flow_detail.name, meta['instance_uuid'], meta['claims'],
+            auth = transient.get(names.USER_AUTH)
+            context = resumed_context(meta['context'], auth)
+            LOG.info('Resuming flow %s (%s of instance %s, claim %d) %s',
+                     flow_id, flow_detail.name, meta['instance_uuid'],
+                     meta['claims'],
+                     "as user %s of project %s (the request's token)" % (
+                         context.user_id, context.project_id) if auth else
+                     'with service credentials for project %s' %
                      context.project_id)
         else:
             context = transient.pop(names.CONTEXT)
@@ -848,11 +894,33 @@ class Orchestrator:
     @staticmethod
     def _unseal(run, flow_detail):
         """The secrets of a flow resumed here, from its sealed copy
-        (:mod:`nova.orc.persistence.secrets`). When they cannot be had and
-        an atom that needs them has not finished, the run is aborted with
-        the reason; returns ``{}`` then."""
+        (:mod:`nova.orc.persistence.secrets`): the module's ``SECRETS``
+        and the user's token (:data:`names.USER_AUTH`). When they cannot
+        be had and an atom that needs them has not finished, the run is
+        aborted with the reason; returns ``{}`` then."""
         meta = flow_detail.meta
-        if not meta.get('secrets_given'):
+        module = flows.FACTORIES[flow_detail.name]
+        journaled = {ad.name: ad.state for ad in flow_detail}
+        needs = []
+        if meta.get('secrets_given'):
+            # the consumers are alternatives (one per branch of the flow):
+            # none needs them once one has succeeded; a consumer ignored
+            # (the branch not taken) or absent from the journal (an older
+            # flow version) needs nothing
+            consumers = [a for a in module.SECRET_CONSUMERS
+                         if a in journaled]
+            pending = [] if any(journaled[a] == states.SUCCESS
+                                for a in consumers) else [
+                a for a in consumers if journaled[a] != states.IGNORE]
+            needs.append(('the secrets of the request (%s)' %
+                          ', '.join(module.SECRETS), pending))
+        if meta.get('user_auth_given'):
+            # every one of them calls services as the user
+            pending = [a for a in getattr(module, 'USER_AUTH_CONSUMERS', ())
+                       if a in journaled and journaled[a] not in
+                       (states.SUCCESS, states.IGNORE)]
+            needs.append(("the user's token", pending))
+        if not needs:
             return {}
         reason = None
         if meta.get('sealed_secrets'):
@@ -863,21 +931,12 @@ class Orchestrator:
         else:
             reason = ('they were not sealed into the journal ([orc] '
                       'secret_key unset when the request came)')
-        module = flows.FACTORIES[flow_detail.name]
-        # the consumers are alternatives (one per branch of the flow): none
-        # needs them once one has succeeded; a consumer ignored (the branch
-        # not taken) or absent from the journal (an older flow version)
-        # needs nothing
-        journaled = {ad.name: ad.state for ad in flow_detail}
-        consumers = [a for a in module.SECRET_CONSUMERS if a in journaled]
-        pending = [] if any(journaled[a] == states.SUCCESS
-                            for a in consumers) else [
-            a for a in consumers if journaled[a] != states.IGNORE]
-        if pending and not run.abort_reason:
-            run.abort_reason = (
-                'the secrets of the request (%s), needed by %s, cannot be '
-                'recovered by the conductor resuming the flow: %s' % (
-                    ', '.join(module.SECRETS), ', '.join(pending), reason))
+        for what, pending in needs:
+            if pending and not run.abort_reason:
+                run.abort_reason = (
+                    '%s, needed by %s, cannot be recovered by the conductor '
+                    'resuming the flow: %s' % (what, ', '.join(pending),
+                                               reason))
         return {}
 
     def _engine_options(self):

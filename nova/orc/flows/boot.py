@@ -58,6 +58,12 @@ SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
 #: atoms that use :data:`SECRETS`, one per branch: a flow resumed without
 #: them reverts unless one of these has finished
 SECRET_CONSUMERS = (names.SPAWN, names.BUILD_ON_STOCK_COMPUTE)
+#: atoms that call services as the user (neutron ports, cinder volumes and
+#: attachments, the image download; a stock compute's whole build): a flow
+#: resumed without the user's token reverts unless every one of them has
+#: finished or was ignored
+USER_AUTH_CONSUMERS = (names.NETWORKS, names.BLOCK_DEVICES_TASK,
+                       names.SPAWN, names.BUILD_ON_STOCK_COMPUTE)
 
 
 def instance_store(common, instance_uuid, request_spec, host_list,

@@ -29,6 +29,8 @@ HANDOFF_AFTER = names.POST_BOOTS
 SECRETS = (names.ADMIN_PASSWORD, names.INJECTED_FILES)
 #: the boot flows it posts get the secrets
 SECRET_CONSUMERS = (names.POST_BOOTS,)
+#: the boot flows it posts seal the user's token in their turn
+USER_AUTH_CONSUMERS = (names.POST_BOOTS,)
 
 
 def get_flow():

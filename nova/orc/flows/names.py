@@ -9,6 +9,9 @@ be JSON-serialisable primitives (Nova objects as ``obj_to_primitive()``).
 CONTEXT = 'context'                    # transient: nova RequestContext
 ADMIN_PASSWORD = 'admin_password'      # transient: secret
 INJECTED_FILES = 'injected_files'      # transient: may hold secrets
+#: sealed with the secrets, never an input of a task: the user's token and
+#: service catalog, for a conductor resuming the flow to act as the user
+USER_AUTH = 'user_auth'
 FLOW_ID = 'flow_id'                    # flow detail uuid (owner of locks)
 INSTANCE_UUID = 'instance_uuid'
 REQUEST_SPEC = 'request_spec'          # RequestSpec primitive

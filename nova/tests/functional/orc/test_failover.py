@@ -28,6 +28,7 @@ from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import exception as orc_exc
 from nova.orc import fencing
 from nova.orc import jobboard
+from nova.orc import manager as orc_manager
 from nova.orc.persistence import backend as journal
 from nova.orc.tasks import base as task_base
 from nova.orc.tasks import compute as compute_tasks
@@ -408,6 +409,42 @@ class OrcFailoverTest(OrcFailoverTestBase):
         failed = [name for name, event in events.items()
                   if name.startswith('orc_') and event['result'] == 'Error']
         self.assertTrue(failed, events)
+
+    def test_resumed_flow_acts_as_the_user(self):
+        """The conductor dies before the networks step; the one resuming
+        the flow sends the host steps the user's token (unsealed from the
+        journal), not service credentials: ports, volumes and the image
+        download stay the user's."""
+        seen = {}
+        claim_resources = orc_rpcapi.OrcComputeAPI.claim_resources
+        spawn = orc_rpcapi.OrcComputeAPI.spawn
+
+        def claim_first(api, ctxt, *args, **kwargs):
+            seen.setdefault('claim', (ctxt.auth_token, ctxt.is_admin,
+                                      ctxt.user_id, ctxt.project_id))
+            return claim_resources(api, ctxt, *args, **kwargs)
+
+        def spawn_resumed(api, ctxt, *args, **kwargs):
+            seen['spawn'] = (ctxt.auth_token, ctxt.is_admin, ctxt.user_id,
+                             ctxt.project_id)
+            return spawn(api, ctxt, *args, **kwargs)
+        # the harness's API sends no token: the request gets one here, as
+        # keystonemiddleware gives it in a deployment
+        handler = orc_manager.OrcComputeTaskManager.\
+            schedule_and_build_instances
+
+        def with_token(manager, context, *args, **kwargs):
+            context.auth_token = 'the-users-token'
+            context.service_catalog = [{'type': 'image', 'name': 'glance'}]
+            return handler(manager, context, *args, **kwargs)
+        self.stub_out('nova.orc.manager.OrcComputeTaskManager.'
+                      'schedule_and_build_instances', with_token)
+        self.stub_out(HOST_API + '.claim_resources', claim_first)
+        self.stub_out(HOST_API + '.spawn', spawn_resumed)
+        self._die_around(HOST_API + '.allocate_networks', after=False)
+        self._boot_and_check()
+        self.assertEqual('the-users-token', seen['claim'][0])
+        self.assertEqual(seen['claim'], seen['spawn'])
 
     def test_resume_without_the_secret_key_reverts_with_fault(self):
         self.flags(secret_key=None, group='orc')

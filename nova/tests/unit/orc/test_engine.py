@@ -1,0 +1,109 @@
+"""The orchestrator's resume of a flow: as the user, or not at all."""
+
+from unittest import mock
+
+from oslo_utils.fixture import uuidsentinel as uuids
+from taskflow.persistence import models
+from taskflow import states
+
+from nova import context as nova_context
+from nova.orc import engine
+from nova.orc.flows import boot
+from nova.orc.flows import names
+from nova.orc import jobboard
+from nova.orc.persistence import secrets
+from nova import test
+
+
+class ResumedContextTest(test.NoDBTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.ctxt = nova_context.RequestContext(
+            'user', 'project', roles=['member', 'reader'],
+            auth_token='user-token',
+            service_catalog=[{'type': 'network', 'name': 'neutron'}])
+        self.fields = engine.journal_context(self.ctxt)
+
+    def test_journal_keeps_no_token(self):
+        self.assertNotIn('auth_token', self.fields)
+        self.assertNotIn('service_catalog', self.fields)
+
+    def test_resumed_with_the_users_token_acts_as_the_user(self):
+        context = engine.resumed_context(self.fields,
+                                         engine.user_auth(self.ctxt))
+        self.assertEqual('user-token', context.auth_token)
+        self.assertEqual([{'type': 'network', 'name': 'neutron'}],
+                         context.service_catalog)
+        self.assertFalse(context.is_admin)
+        self.assertEqual(['member', 'reader'], context.roles)
+        self.assertEqual(('user', 'project'),
+                         (context.user_id, context.project_id))
+
+    def test_resumed_without_it_acts_with_service_credentials(self):
+        context = engine.resumed_context(self.fields)
+        self.assertIsNone(context.auth_token)
+        self.assertTrue(context.is_admin)
+        self.assertEqual('project', context.project_id)
+
+    def test_a_request_without_token_has_no_user_auth(self):
+        self.assertIsNone(engine.user_auth(
+            nova_context.RequestContext('user', 'project')))
+
+
+class UnsealTest(test.NoDBTestCase):
+    """What a resumed boot needs from the sealed secrets, and the abort
+    when it cannot have them."""
+
+    def _flow(self, done, **meta):
+        flow_detail = models.FlowDetail(boot.NAME, uuids.flow)
+        for name in (names.SCHEDULE, names.NETWORKS, names.SPAWN,
+                     names.BUILD_ON_STOCK_COMPUTE):
+            atom = models.TaskDetail(name, uuids.__getattr__(name))
+            atom.state = done.get(name, states.PENDING)
+            flow_detail.add(atom)
+        flow_detail.meta.update(meta)
+        return flow_detail
+
+    def _run(self):
+        return engine.JobRun(mock.Mock(), jobboard.Claim(
+            None, uuids.flow, 1, {}))
+
+    def test_the_users_token_comes_back_with_the_key(self):
+        self.flags(secret_key='k', group='orc')
+        auth = {'auth_token': 't', 'service_catalog': []}
+        sealed = secrets.seal({names.ADMIN_PASSWORD: None,
+                               names.USER_AUTH: auth})
+        run = self._run()
+        got = engine.Orchestrator._unseal(run, self._flow(
+            {}, user_auth_given=True, sealed_secrets=sealed))
+        self.assertEqual(auth, got[names.USER_AUTH])
+        self.assertIsNone(run.abort_reason)
+
+    def test_without_the_key_a_flow_before_its_user_calls_reverts(self):
+        run = self._run()
+        self.assertEqual({}, engine.Orchestrator._unseal(run, self._flow(
+            {names.SCHEDULE: states.SUCCESS}, user_auth_given=True,
+            sealed_secrets=None)))
+        self.assertIn("the user's token, needed by networks, spawn, "
+                      "build_on_stock_compute, cannot be recovered",
+                      run.abort_reason)
+        self.assertIn('[orc] secret_key unset', run.abort_reason)
+
+    def test_without_the_key_a_flow_past_its_user_calls_goes_on(self):
+        run = self._run()
+        engine.Orchestrator._unseal(run, self._flow(
+            {names.NETWORKS: states.SUCCESS, names.SPAWN: states.SUCCESS,
+             names.BUILD_ON_STOCK_COMPUTE: states.IGNORE},
+            user_auth_given=True, sealed_secrets=None))
+        self.assertIsNone(run.abort_reason)
+
+    def test_a_key_that_did_not_seal_them_says_so(self):
+        self.flags(secret_key='one', group='orc')
+        sealed = secrets.seal({names.USER_AUTH: {'auth_token': 't'}})
+        self.flags(secret_key='other', group='orc')
+        run = self._run()
+        engine.Orchestrator._unseal(run, self._flow(
+            {}, user_auth_given=True, sealed_secrets=sealed))
+        self.assertIn('not the key the secrets were sealed with',
+                      run.abort_reason)
