@@ -54,8 +54,11 @@ from taskflow.persistence import models
 from taskflow import states
 from taskflow.types import failure as tf_failure
 
+from nova.compute import vm_states
 from nova import context as nova_context
 import nova.conf
+from nova import exception
+from nova import objects
 from nova.orc import coordination
 from nova.orc.compute import rpcapi as orc_rpcapi
 from nova.orc import events
@@ -746,7 +749,15 @@ class Orchestrator:
             run.abort_reason = self._abort_reason(flow_detail,
                                                   run.claim.details)
             failed_revert = flow_detail.state == states.FAILURE
-            if failed_revert and run.abort_reason:
+            # FAILURE: its revert failed; an atom journaled REVERTING:
+            # a conductor died while undoing it (a revert that kills its
+            # conductor; the flow's own REVERTING state rides with a later
+            # write)
+            reverting = flow_detail.state in (
+                states.FAILURE, states.REVERTING) or any(
+                ad.state in (states.REVERTING, states.REVERT_FAILURE)
+                for ad in flow_detail)
+            if reverting and run.abort_reason:
                 if not self._resumable_here(flow_detail):
                     # it cannot even be reverted by this conductor's
                     # flows: leave it to a conductor that can
@@ -758,10 +769,10 @@ class Orchestrator:
                     return
                 if self._resumes(meta, run.claim.details) > \
                         CONF.orc.max_resumes:
-                    self._quarantine(run, conn, flow_detail)
+                    self._quarantine(run, conn, book, flow_detail)
                     return
-                # an operator's abort of a flow whose revert failed: the
-                # revert is tried again now
+                # an operator's abort of a flow whose revert failed (or
+                # was under way): the revert is tried (again) now
             meta.pop('quarantined', None)
             # durable now (the claim count caps resumes): save_logbook
             # commits at once where update_flow_details of a claimed flow
@@ -836,19 +847,57 @@ class Orchestrator:
                 time.monotonic() + max(0.0, until - time.time()))
         self.board.abandon(run.claim)
 
-    def _quarantine(self, run, conn, flow_detail):
-        """A flow whose revert keeps failing: stop cycling it. Its job is
-        removed, its locks stay (the resources are in an unknown state);
-        ``nova-orc lock list`` shows them and ``nova-orc job resume`` tries
-        again once the cause is fixed."""
+    def _quarantine(self, run, conn, book, flow_detail):
+        """A flow whose revert keeps failing (or keeps killing the
+        conductors running it): stop cycling it. Its job is removed, its
+        locks stay (the resources are in an unknown state); ``nova-orc lock
+        list`` shows them and ``nova-orc job resume`` tries again once the
+        cause is fixed. An instance in a cell goes to ERROR with a fault
+        that says so (:meth:`_fault_quarantined`): no server stays in BUILD
+        with neither a live owner nor a fault."""
         LOG.error('Flow %s (%s of instance %s) failed to revert and %s: it '
                   'is quarantined (job removed, locks kept); see nova-orc '
                   'lock list and nova-orc job resume', flow_detail.uuid,
                   flow_detail.name, flow_detail.meta['instance_uuid'],
                   run.abort_reason)
         flow_detail.meta['quarantined'] = run.abort_reason
-        conn.update_flow_details(flow_detail)
+        # at once: update_flow_details of a claimed flow that has not
+        # ended waits for the run's next write, which never comes
+        book.add(flow_detail)
+        conn.save_logbook(book)
         self.board.consume(run.claim)
+        try:
+            self._fault_quarantined(flow_detail, run.abort_reason)
+        except Exception:
+            LOG.exception('Flow %s is quarantined; its instance could not '
+                          'be put in ERROR', flow_detail.uuid)
+
+    def _fault_quarantined(self, flow_detail, reason):
+        """ERROR and a :class:`nova.orc.exception.FlowQuarantined` fault
+        for the quarantined flow's instance when it is in a cell (stock
+        ``ComputeTaskManager._set_vm_state_and_notify``, as a failed
+        build's end)."""
+        meta = flow_detail.meta
+        instance_uuid = meta.get('instance_uuid')
+        if not instance_uuid:
+            return  # a multi-create's scheduling flow: its boots have theirs
+        context = resumed_context(meta['context'])
+        try:
+            mapping = objects.InstanceMapping.get_by_instance_uuid(
+                context, instance_uuid)
+        except exception.InstanceMappingNotFound:
+            return
+        if mapping.cell_mapping is None:
+            return
+        exc = orc_exc.FlowQuarantined(flow_id=flow_detail.uuid,
+                                      reason=reason)
+        spec = meta['store'].get(names.REQUEST_SPEC)
+        with nova_context.target_cell(context, mapping.cell_mapping) as cctxt:
+            orc_exc.call_handling(
+                exc, self.manager._set_vm_state_and_notify, cctxt,
+                instance_uuid, 'build_instances',
+                {'vm_state': vm_states.ERROR, 'task_state': None}, exc,
+                task_base.hydrate(objects.RequestSpec, spec, cctxt))
 
     @staticmethod
     def _resumable_here(flow_detail):

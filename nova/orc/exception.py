@@ -70,6 +70,16 @@ class ClaimLost(exception.NovaException):
                 'lost; not acting any more')
 
 
+class FlowQuarantined(exception.NovaException):
+    """The fault of an instance whose flow could not be reverted and was
+    quarantined: its locks are kept and nothing resumes it until an
+    operator does (``nova-orc job resume``)."""
+
+    msg_fmt = _('Flow %(flow_id)s could not be reverted and is '
+                'quarantined: %(reason)s. Its locks are kept; see nova-orc '
+                'job show and nova-orc job resume.')
+
+
 class SessionLost(exception.NovaException):
     """This conductor's coordination session that held a claim ended (or
     was replaced by a new one): every claim of that session may belong to

@@ -446,6 +446,40 @@ class OrcFailoverTest(OrcFailoverTestBase):
         self.assertEqual('the-users-token', seen['claim'][0])
         self.assertEqual(seen['claim'], seen['spawn'])
 
+    def test_revert_that_kills_its_conductor_is_quarantined(self):
+        """Spawn fails on the only host; the conductor dies while undoing
+        it. Past [orc] max_resumes (0 here) the conductor that claims the
+        job next does not try the revert again: the flow is quarantined,
+        its locks kept, and the server goes to ERROR with a fault that
+        says so (not left in BUILD with no owner and no fault)."""
+        self.flags(max_resumes=0, group='orc')
+        self.flags(max_attempts=1, group='scheduler')
+        self._fail_spawn_on(['host1', 'host2'])
+        self._die_around(HOST_API + '.destroy_guest', after=False)
+        # its flow never ends: the stock helper, without waiting for it
+        server = self._wait_for_state_change(self.api.post_server(
+            {'server': self._build_server(networks='none')}), 'ERROR')
+        self.assertEqual(1, len(self.died), self.died)
+        self.assertIn('could not be reverted and is quarantined',
+                      server['fault']['message'])
+        conn = journal.JournalBackend().get_connection()
+        deadline = time.monotonic() + 20
+        while True:
+            flow = conn.list_flows(instance_uuid=server['id'])[0]
+            if flow['meta'].get('quarantined') or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertIn('max_resumes', flow['meta']['quarantined'])
+        self.assertNotIn(flow['state'], ('SUCCESS', 'REVERTED'))
+        board = jobboard.ZooKeeperJobBoard('test', self.orc.coordinator())
+        board.connect(as_conductor=False)
+        self.addCleanup(board.close)
+        self.assertEqual([], board.list_jobs())
+        self.assertEqual([server['id']], [
+            lock['id'] for lock in self.orc.coordinator().list_locks()
+            if lock['kind'] == 'instance'])
+
     def test_resume_without_the_secret_key_reverts_with_fault(self):
         self.flags(secret_key=None, group='orc')
         self._die_around(HOST_API + '.claim_resources', after=True)
