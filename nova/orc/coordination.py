@@ -62,7 +62,8 @@ MIN_OPERATION_WAIT = 1.0
 #: server whose clock runs a little fast (see :meth:`Coordinator.hold_lease`)
 LEASE_MARGIN = 1.0 / 3
 #: how often, as a fraction of the session timeout, the lease is renewed
-#: (a ZooKeeper ``exists`` of the chroot: ~1 ms on loopback)
+#: (a ZooKeeper ``sync`` of the chroot, through the leader: ~1 ms on
+#: loopback)
 LEASE_RENEW_EVERY = 1.0 / 4
 
 #: the lease's clock: monotonic, so it moves while the process is paused
@@ -549,10 +550,11 @@ class ZooKeeperCoordinator(Coordinator):
                          name='nova-orc-coordination-lease').start()
 
     def _renew_lease(self, deadline=None):
-        """One request on the current session; when the server answers,
-        the lease lasts until the request's *send* time plus the session
-        timeout less the margin. A suspension or loss while it was in
-        flight renews nothing.
+        """One request on the current session (a ``sync``, which the
+        ensemble's leader answers, so a follower cut off from the quorum
+        cannot renew it); when it is answered, the lease lasts until the
+        request's *send* time plus the session timeout less the margin. A
+        suspension or loss while it was in flight renews nothing.
 
         :param deadline: monotonic time to wait for the answer until
             (default: one session timeout)
@@ -572,7 +574,10 @@ class ZooKeeperCoordinator(Coordinator):
         if wait <= 0:
             return False
         try:
-            client.exists_async(self.base).get(timeout=wait)
+            # sync, not a plain read: a follower cut off from the quorum
+            # still answers reads until it notices (syncLimit ticks), but
+            # a sync goes through the leader, which holds the session
+            client.sync_async(self.base).get(timeout=wait)
         except Exception as e:
             LOG.debug('Lease of session %s not renewed: %r', session, e)
             return False

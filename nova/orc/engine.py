@@ -707,6 +707,9 @@ class Orchestrator:
                 self._backoff[flow_id] = time.monotonic() + FAILED_JOB_BACKOFF
             self.board.abandon(run.claim)
         finally:
+            # what the journal backend kept for this run (its lease holds
+            # the run and its engine) goes with it, whatever happened
+            self.backend.forget_flow(flow_id)
             with self._lock:
                 self._runs.pop(flow_id, None)
                 # secrets kept for a first run go with it, whatever

@@ -96,18 +96,29 @@ def _before_cursor_execute(conn, cursor, statement, parameters, context,
         check()
 
 
+def _before_commit(conn):
+    # a pause between a transaction's last statement and its COMMIT: the
+    # writes land only if the lease still holds (raising here rolls the
+    # transaction back: SQLAlchemy calls this before the DBAPI commit)
+    if current() is not None:
+        check()
+
+
 def install():
     """Fence every database write made by a task (idempotent): a
     ``before_cursor_execute`` listener on SQLAlchemy's ``Engine`` class,
     so on every engine of the process, Nova's API and cell databases and
-    the journal's included. The statement is not sent when :func:`check`
-    raises; its transaction is rolled back by its owner as for any
-    database error."""
+    the journal's included, and a ``commit`` listener, so that a
+    transaction whose statements passed does not commit once the lease is
+    void (a pause right before its COMMIT). The statement is not sent, or
+    the transaction not committed, when :func:`check` raises; the
+    transaction is rolled back by its owner as for any database error."""
     global _installed
     with _install_lock:
         if _installed:
             return
         sa.event.listen(sa.engine.Engine, 'before_cursor_execute',
                         _before_cursor_execute)
+        sa.event.listen(sa.engine.Engine, 'commit', _before_commit)
         _installed = True
     LOG.debug('nova-orc fencing: database writes of flow tasks are fenced')

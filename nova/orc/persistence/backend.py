@@ -550,6 +550,14 @@ class JournalBackend(base.Backend):
         self._fenced.pop(flow_uuid, None)
         self._leases.pop(flow_uuid, None)
 
+    def forget_flow(self, flow_uuid):
+        """Drop what this backend keeps of a flow whose run ended here
+        without a final state (suspended, its claim lost, given back): its
+        caches, deferred writes, token and lease (which holds the run).
+        A later claim of the flow starts afresh, as it would anyway."""
+        with self._lock:
+            self._forget(flow_uuid)
+
     def _forget_all(self):
         with self._lock:
             for cache in (self._atoms, self._flow_atoms, self._pending,
