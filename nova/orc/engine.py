@@ -820,7 +820,7 @@ class Orchestrator:
             run.suspend('claimed while stopping')
         listener = events.InstanceActionListener(
             engine, context, meta['instance_uuid'], CONF.host,
-            cell_uuid=provided(flow, flow_detail, names.CELL_UUID))
+            cell_uuid=provided(flow, flow_detail, names.CELL_UUID), run=run)
         try:
             with listener, FlowLoggingListener(engine, log=LOG):
                 engine.run()

@@ -32,6 +32,8 @@ from taskflow.types import failure as tf_failure
 from nova import context as nova_context
 from nova.db.main import api as main_db_api
 from nova import objects
+from nova.orc import exception as orc_exc
+from nova.orc import fencing
 from nova.orc.flows import names
 from nova.orc.tasks import base as task_base
 
@@ -57,10 +59,14 @@ class InstanceActionListener(tf_listeners.Listener):
     :param host: str recorded as the events' host (the conductor)
     :param cell_uuid: the instance's cell when already known (a resumed
         flow past ``create_record``), else None
+    :param run: the :class:`nova.orc.engine.JobRun` of the flow, or None:
+        its writes are fenced as its tasks' are (:mod:`nova.orc.fencing`),
+        and a run whose claim is lost records nothing more (its new owner
+        records the flow's events; a refused side effect is no event)
     """
 
     def __init__(self, engine, context, instance_uuid, host,
-                 cell_uuid=None):
+                 cell_uuid=None, run=None):
         super().__init__(engine,
                          task_listen_for=tf_listeners.DEFAULT_LISTEN_FOR,
                          flow_listen_for=(),
@@ -69,6 +75,7 @@ class InstanceActionListener(tf_listeners.Listener):
         self.instance_uuid = instance_uuid
         self.host = host
         self.cell_uuid = cell_uuid
+        self.run = run
         self.attempt = 1
         self._pending = []
         self._started = set()
@@ -92,6 +99,10 @@ class InstanceActionListener(tf_listeners.Listener):
             result = details.get('result')
             failure = result if isinstance(result, tf_failure.Failure) \
                 else None
+            if failure is not None and failure.check(orc_exc.ClaimLost):
+                # not this task's failure: the run lost its claim, and the
+                # flow goes on with its new owner
+                return
             self._record('finish', self._event(name, _END_STATES[state]),
                          failure)
             if state == states.SUCCESS and name == names.CREATE_RECORD:
@@ -132,13 +143,25 @@ class InstanceActionListener(tf_listeners.Listener):
             self.cell_uuid = cell_uuid
         self.flush()
 
+    def _lost(self):
+        return self.run is not None and self.run.lost
+
     def flush(self):
         """Write the buffered events (a start and finish of the same event
-        become one row). Does nothing until the instance has a cell."""
+        become one row). Does nothing until the instance has a cell, and
+        nothing once the run's claim is lost; the writes pass the run's
+        lease (:func:`nova.orc.fencing.check`) as its tasks' do."""
         with self._lock:
+            if self._lost():
+                self._pending = []
+                return
             if self.cell_uuid is None or not self._pending:
                 return
             pending, self._pending = self._pending, []
+        # bound for the flush only (the engine's thread; in the serial
+        # engine it may be a task's, whose binding comes back after)
+        outer = fencing.current()
+        fencing.enter(self.run)
         try:
             cell = task_base.cell_mapping(self.context, self.cell_uuid)
             with nova_context.target_cell(self.context, cell) as cctxt:
@@ -149,6 +172,8 @@ class InstanceActionListener(tf_listeners.Listener):
             LOG.warning('Could not record instance-action events %s: %s',
                         [r[1] for r in pending], e,
                         instance_uuid=self.instance_uuid)
+        finally:
+            fencing.enter(outer)
 
     def _write(self, cctxt, records):
         started = {e: when for k, e, when, _f in records if k == 'start'}

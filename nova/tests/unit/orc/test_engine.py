@@ -2,12 +2,18 @@
 
 from unittest import mock
 
+import fixtures
+
 from oslo_utils.fixture import uuidsentinel as uuids
 from taskflow.persistence import models
 from taskflow import states
+from taskflow.types import failure as tf_failure
 
 from nova import context as nova_context
 from nova.orc import engine
+from nova.orc import events
+from nova.orc import exception as orc_exc
+from nova.orc import fencing
 from nova.orc.flows import boot
 from nova.orc.flows import names
 from nova.orc import jobboard
@@ -107,3 +113,49 @@ class UnsealTest(test.NoDBTestCase):
             {}, user_auth_given=True, sealed_secrets=sealed))
         self.assertIn('not the key the secrets were sealed with',
                       run.abort_reason)
+
+
+class InstanceActionListenerTest(test.NoDBTestCase):
+    """Events of a run that lost its claim are not written."""
+
+    def _listener(self, lost):
+        run = mock.Mock(lost=lost)
+        listener = events.InstanceActionListener(
+            mock.Mock(), nova_context.RequestContext('user', 'project'),
+            uuids.instance, 'conductor1', cell_uuid=uuids.cell, run=run)
+        self.useFixture(fixtures.MockPatchObject(listener, '_write'))
+        for target in ('nova.orc.tasks.base.cell_mapping',
+                       'nova.orc.events.nova_context.target_cell',
+                       'nova.orc.events.main_db_api'):
+            self.useFixture(fixtures.MockPatch(target))
+        return listener
+
+    def _finish(self, listener, exc):
+        try:
+            raise exc
+        except Exception:
+            failure = tf_failure.Failure()
+        listener._task_receiver(states.FAILURE, {
+            'task_name': names.SPAWN, 'result': failure})
+
+    def test_a_lost_claim_is_no_event(self):
+        listener = self._listener(lost=False)
+        self._finish(listener, orc_exc.ClaimLost(flow_id=uuids.flow))
+        self.assertEqual([], listener._pending)
+
+    def test_a_lost_run_writes_nothing(self):
+        listener = self._listener(lost=True)
+        self._finish(listener, ValueError('boom'))
+        listener.flush()
+        listener._write.assert_not_called()
+        self.assertEqual([], listener._pending)
+
+    def test_a_live_run_writes_its_events_fenced(self):
+        listener = self._listener(lost=False)
+        self._finish(listener, ValueError('boom'))
+        seen = []
+        listener._write.side_effect = lambda *a: seen.append(
+            fencing.current())
+        listener.flush()
+        self.assertEqual([listener.run], seen)
+        self.assertIsNone(fencing.current())
