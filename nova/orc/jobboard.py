@@ -505,19 +505,23 @@ class ZooKeeperJobBoard(JobBoard):
         says the flow ended.
         """
         details = dict(details, flow_id=flow_id)
+        job_uuid = uuidutils.generate_uuid()
         posting = tf_jobs_base.format_posting(
-            uuidutils.generate_uuid(),
-            '%s-%s' % (details.get('operation', 'flow'), flow_id),
+            job_uuid, '%s-%s' % (details.get('operation', 'flow'), flow_id),
             book=book, details=details)
         data = tf_misc.binary_encode(jsonutils.dumps(posting))
         return self.coordinator.retrying(self._post_once, flow_id, data,
-                                         ended)
+                                         ended, job_uuid)
 
-    def _post_once(self, flow_id, data, ended=None, again=True):
+    def _post_once(self, flow_id, data, ended=None, job_uuid=None,
+                   again=True):
         client = self.coordinator.client
         marker = '%s/%s' % (self.posted_path, flow_id)
+        # the marker names the job it was made with: a post asked again
+        # after its answer was lost finds its own job (True), not another's
+        marker_data = (job_uuid or '').encode('ascii')
         txn = client.transaction()
-        txn.create(marker)
+        txn.create(marker, marker_data)
         txn.create(kazoo_paths.join(
             self.path, impl_zookeeper.ZookeeperJobBoard.JOB_PREFIX), data,
             sequence=True)
@@ -528,6 +532,13 @@ class ZooKeeperJobBoard(JobBoard):
             return True
         index, cause = failed
         if index == 0 and isinstance(cause, kazoo_exc.NodeExistsError):
+            try:
+                existing, _stat = self.coordinator.wait(
+                    client.get_async(marker))
+            except kazoo_exc.NoNodeError:
+                existing = None
+            if job_uuid and existing == marker_data:
+                return True  # ours: the first attempt's answer was lost
             if flow_id in self._flows_with_job():
                 LOG.info('Flow %s has its job already: not posted again',
                          flow_id)
@@ -544,7 +555,8 @@ class ZooKeeperJobBoard(JobBoard):
             self.coordinator.wait(client.ensure_path_async(self.path))
         if again and isinstance(cause, (kazoo_exc.NodeExistsError,
                                         kazoo_exc.NoNodeError)):
-            return self._post_once(flow_id, data, ended, again=False)
+            return self._post_once(flow_id, data, ended, job_uuid,
+                                   again=False)
         raise orc_exc.CoordinationUnavailable(
             reason='job board %s: posting flow %s failed: %r' % (
                 self.path, flow_id, cause))

@@ -27,11 +27,12 @@ class PostBootFlows(base.OrcTask):
 
     Changes: a boot flow and its job for each instance that has none yet
     (a resumed job posts only the missing ones: the journal is probed by
-    instance). A journaled boot flow that has not ended gets its job
-    posted again (the conductor that posted it may have died between
-    journaling it and posting its job): a flow's second post posts nothing
-    (:meth:`nova.orc.jobboard.JobBoard.post`), so it is asked without
-    looking at the board first. An instance whose flow cannot be journaled
+    instance). A journaled boot flow that has not ended and has no job on
+    the board gets its job posted again (the conductor that posted it may
+    have died between journaling it and posting its job); a flow's second
+    post posts nothing anyway (:meth:`nova.orc.jobboard.JobBoard.post`),
+    but a job posted by a conductor of an earlier release has no marker
+    to fail on, so the board is read first. An instance whose flow cannot be journaled
     (the database down) gets stock's failure end state on its own: its
     allocation deleted and its build request buried in cell0; one
     journaled whose job cannot be posted now (ZooKeeper down) is adopted
@@ -68,7 +69,7 @@ class PostBootFlows(base.OrcTask):
                 self._post_job(*unended[uuid])
                 continue
             if uuid in journaled:
-                LOG.info('Resumed flow: boot flow already posted and ended',
+                LOG.info('Resumed flow: boot flow already posted',
                          instance_uuid=uuid)
                 continue
             store = boot.instance_store(
@@ -87,15 +88,19 @@ class PostBootFlows(base.OrcTask):
         for flow_id in flow_ids:
             self.orc.wait_for_handoff(flow_id, CONF.orc.handoff_timeout)
 
-    @staticmethod
-    def _unended(conn, journaled):
-        """The journaled boot flows that have not ended, ``{instance uuid:
-        (FlowDetail, LogBook)}``; a flow quarantined (job removed on
-        purpose) is not one of them."""
+    def _unended(self, conn, journaled):
+        """The journaled boot flows that have not ended and have no job on
+        the board, ``{instance uuid: (FlowDetail, LogBook)}``; a flow
+        quarantined (job removed on purpose) is not one of them. Asks the
+        board only when there is such a flow (a resume)."""
         unended = {}
-        for uuid, flow in journaled.items():
-            if (flow['state'] in (states.SUCCESS, states.REVERTED) or
-                    flow['meta'].get('quarantined')):
+        pending = {uuid: flow for uuid, flow in journaled.items()
+                   if flow['state'] not in (states.SUCCESS, states.REVERTED)
+                   and not flow['meta'].get('quarantined')}
+        on_board = ({job['flow_id'] for job in self.orc.board.list_jobs()}
+                    if pending else set())
+        for uuid, flow in pending.items():
+            if flow['uuid'] in on_board:
                 continue
             unended[uuid] = (
                 conn.get_flow_details(flow['uuid'], lazy=True),

@@ -753,12 +753,14 @@ class OrcFailoverTest(OrcFailoverTestBase):
         lost = []
         posts = []
 
-        def post_once(board, flow_id, data, ended=None, again=True):
+        def post_once(board, flow_id, data, ended=None, job_uuid=None,
+                      again=True):
             if not lost:
                 lost.append(board.coordinator.session_id())
                 test_coordination._expire_session(board.coordinator)
             posts.append(flow_id)
-            return original(board, flow_id, data, ended, again=again)
+            return original(board, flow_id, data, ended, job_uuid,
+                            again=again)
         self.stub_out('nova.orc.jobboard.ZooKeeperJobBoard._post_once',
                       post_once)
         server = self._create_server(networks='none')

@@ -98,6 +98,19 @@ class OneJobPerFlowTest(_BoardTestBase):
         self.assertTrue(self._post(self.board_a, uuids.other_flow))
         self.assertEqual(1, len(self._job_nodes()[uuids.other_flow]))
 
+    def test_a_post_whose_answer_was_lost_finds_its_own_job(self):
+        # the transaction committed but its answer was lost: the retry
+        # finds the marker it made and says posted (the poster keeps the
+        # request's secrets for its own run)
+        data = b'{"details": {"flow_id": "%s"}}' % uuids.flow.encode()
+        self.assertTrue(self.board_a._post_once(uuids.flow, data, None,
+                                                uuids.job))
+        self.assertTrue(self.board_a._post_once(uuids.flow, data, None,
+                                                uuids.job))
+        self.assertFalse(self.board_a._post_once(uuids.flow, data, None,
+                                                 uuids.other_job))
+        self.assertEqual(1, len(self._job_nodes()[uuids.flow]))
+
     def test_consumed_job_takes_its_marker_and_the_flow_can_be_posted_again(
             self):
         # nova-orc job resume of a quarantined flow: its job was consumed
