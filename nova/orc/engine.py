@@ -868,12 +868,17 @@ class Orchestrator:
         # ended waits for the run's next write, which never comes
         book.add(flow_detail)
         conn.save_logbook(book)
-        self.board.consume(run.claim)
+        # before the job goes (an operator's resume hands it to another
+        # conductor), and fenced as the run's tasks are
+        fencing.enter(run)
         try:
             self._fault_quarantined(flow_detail, run.abort_reason)
         except Exception:
             LOG.exception('Flow %s is quarantined; its instance could not '
                           'be put in ERROR', flow_detail.uuid)
+        finally:
+            fencing.leave()
+        self.board.consume(run.claim)
 
     def _fault_quarantined(self, flow_detail, reason):
         """ERROR and a :class:`nova.orc.exception.FlowQuarantined` fault
