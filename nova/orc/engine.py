@@ -958,6 +958,12 @@ class Orchestrator:
         meta = flow_detail.meta
         module = flows.FACTORIES[flow_detail.name]
         journaled = {ad.name: ad.state for ad in flow_detail}
+        if not journaled:
+            # it never ran (an adopted flow whose poster died, or a poster
+            # whose secrets went with it): every consumer is to come
+            journaled = dict.fromkeys(
+                module.SECRET_CONSUMERS +
+                getattr(module, 'USER_AUTH_CONSUMERS', ()), states.PENDING)
         needs = []
         if meta.get('secrets_given'):
             # the consumers are alternatives (one per branch of the flow):

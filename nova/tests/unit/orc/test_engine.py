@@ -104,6 +104,18 @@ class UnsealTest(test.NoDBTestCase):
             user_auth_given=True, sealed_secrets=None))
         self.assertIsNone(run.abort_reason)
 
+    def test_a_flow_that_never_ran_needs_everything(self):
+        # adopted after its poster died (no atom journaled yet): without
+        # the key it must not run with service credentials and no password
+        run = self._run()
+        flow_detail = models.FlowDetail(boot.NAME, uuids.flow)
+        flow_detail.meta.update(secrets_given=True, user_auth_given=True,
+                                sealed_secrets=None)
+        engine.Orchestrator._unseal(run, flow_detail)
+        self.assertIn('the secrets of the request (admin_password, '
+                      'injected_files), needed by spawn, '
+                      'build_on_stock_compute', run.abort_reason)
+
     def test_a_key_that_did_not_seal_them_says_so(self):
         self.flags(secret_key='one', group='orc')
         sealed = secrets.seal({names.USER_AUTH: {'auth_token': 't'}})
