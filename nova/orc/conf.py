@@ -122,8 +122,9 @@ orc_opts = [
              'on it within rpc_response_timeout). The steps are idempotent '
              'and fenced: a compute that did the step answers with the '
              'recorded result, one that is doing it makes the second call '
-             'wait for the first. Calls the compute is working on stay alive '
-             'through heartbeats (call_monitor_timeout, as Nova\'s long '
+             'wait for the first. The long steps (networks, block devices, '
+             'spawn and their undos) stay alive while the compute works on '
+             'them through heartbeats (call_monitor_timeout, as Nova\'s long '
              'calls) up to [DEFAULT] long_rpc_timeout.'),
     cfg.IntOpt(
         'max_resumes',

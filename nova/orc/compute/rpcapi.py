@@ -60,9 +60,10 @@ class OrcComputeAPI:
 
     All methods are synchronous ``call``s in namespace ``orc``; errors
     raised on the host are re-raised here (Nova exceptions keep their
-    class). Every step is a long call (``[DEFAULT] long_rpc_timeout`` with
-    ``rpc_response_timeout`` heartbeats, like stock long calls) asked again
-    on the same host when its message is lost (:meth:`_call`).
+    class). Long steps use ``[DEFAULT] long_rpc_timeout`` with
+    ``rpc_response_timeout`` heartbeats, like stock long calls; every step
+    is asked again on the same host when its call times out
+    (:meth:`_call`).
 
     Topics follow stock's graceful shutdown (compute RPC 6.5): the step
     that starts a build on a host, ``claim_resources``, goes to topic
@@ -82,28 +83,33 @@ class OrcComputeAPI:
             target, version_cap=VERSION,
             serializer=objects_base.NovaObjectSerializer())
 
-    def _call(self, ctxt, host, method, new_work=False, **kwargs):
+    def _call(self, ctxt, host, method, long=False, new_work=False,
+              **kwargs):
         """Call ``method`` on ``host``; asked again on the same host when
         the call times out, up to ``[orc] host_call_attempts`` times.
 
-        Every step is a long call: up to ``[DEFAULT] long_rpc_timeout``,
-        kept alive by the compute's heartbeats every ``rpc_response_timeout``
-        while it works on the step or waits for its locks (stock's claim
-        holds ``compute_resources`` across calls to the conductors, and
-        the instance lock serializes a flow's steps with a delete). A call
-        whose request or reply was lost (``MessagingTimeout``: no heartbeat
-        came) is sent again: the steps are idempotent per flow and atom
-        and fenced by the token, so the compute answers a step it did with
-        its recorded result, and a second call of a step in progress waits
-        for the first under the instance lock.
+        ``long`` steps (networks, block devices, spawn and their undos) may
+        run up to ``[DEFAULT] long_rpc_timeout``, kept alive by the
+        compute's heartbeats every ``rpc_response_timeout``; the others
+        (claim, its undo, finish) are plain calls, whose messages also
+        expire after ``rpc_response_timeout``, so that a late copy does not
+        reach the compute long after the flow gave up on it. A call whose
+        request or reply was lost, or that waited behind the compute's
+        locks (stock's claim holds ``compute_resources`` across its calls
+        to the conductors), times out (``MessagingTimeout``) and is sent
+        again: the steps are idempotent per flow and atom and fenced by
+        the token, so the compute answers a step it did with its recorded
+        result, and a second call of a step in progress waits for the
+        first under the instance lock.
 
         :raises oslo_messaging.MessagingTimeout: no answer to any attempt
         :raises nova.orc.exception.ClaimLost: the run's lease does not hold
             (:func:`nova.orc.fencing.check`): nothing was sent
         """
-        options = {'server': host, 'version': VERSION,
-                   'timeout': CONF.long_rpc_timeout,
-                   'call_monitor_timeout': CONF.rpc_response_timeout}
+        options = {'server': host, 'version': VERSION}
+        if long:
+            options['timeout'] = CONF.long_rpc_timeout
+            options['call_monitor_timeout'] = CONF.rpc_response_timeout
         if not new_work:
             options['topic'] = compute_rpcapi.RPC_TOPIC_ALT
         client = self.client.prepare(**options)
@@ -135,7 +141,7 @@ class OrcComputeAPI:
 
     def allocate_networks(self, ctxt, host, instance, requested_networks,
                           security_groups, provider_mapping, job):
-        return self._call(ctxt, host, 'allocate_networks',
+        return self._call(ctxt, host, 'allocate_networks', long=True,
                           instance=instance,
                           requested_networks=requested_networks,
                           security_groups=security_groups,
@@ -143,28 +149,29 @@ class OrcComputeAPI:
 
     def deallocate_networks(self, ctxt, host, instance, requested_networks,
                             job):
-        return self._call(ctxt, host, 'deallocate_networks',
+        return self._call(ctxt, host, 'deallocate_networks', long=True,
                           instance=instance,
                           requested_networks=requested_networks, job=job)
 
     def prep_block_devices(self, ctxt, host, instance, image, job):
-        return self._call(ctxt, host, 'prep_block_devices',
+        return self._call(ctxt, host, 'prep_block_devices', long=True,
                           instance=instance, image=image, job=job)
 
     def cleanup_block_devices(self, ctxt, host, instance, job):
-        return self._call(ctxt, host, 'cleanup_block_devices',
+        return self._call(ctxt, host, 'cleanup_block_devices', long=True,
                           instance=instance, job=job)
 
     def spawn(self, ctxt, host, instance, node, image, injected_files,
               admin_password, network_info, job):
-        return self._call(ctxt, host, 'spawn', instance=instance,
+        return self._call(ctxt, host, 'spawn', long=True,
+                          instance=instance,
                           node=node, image=image,
                           injected_files=injected_files,
                           admin_password=admin_password,
                           network_info=network_info, job=job)
 
     def destroy_guest(self, ctxt, host, instance, network_info, job):
-        return self._call(ctxt, host, 'destroy_guest',
+        return self._call(ctxt, host, 'destroy_guest', long=True,
                           instance=instance, network_info=network_info,
                           job=job)
 

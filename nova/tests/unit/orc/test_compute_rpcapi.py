@@ -1,5 +1,5 @@
-"""The client of the orc compute endpoint: long calls, asked again on the
-same host when a message is lost."""
+"""The client of the orc compute endpoint: calls asked again on the same
+host when they time out."""
 
 from unittest import mock
 
@@ -28,12 +28,19 @@ class OrcComputeAPITest(test.NoDBTestCase):
         return self.api.claim_resources(self.ctxt, 'host1', None, 'node1',
                                         None, None, JOB)
 
-    def test_every_step_is_a_long_call_with_heartbeats(self):
+    def test_long_steps_have_heartbeats_short_ones_expire(self):
         self.flags(long_rpc_timeout=1800, rpc_response_timeout=60)
-        self.api.abort_claim(self.ctxt, 'host1', None, 'node1', 'why', JOB)
+        self.api.spawn(self.ctxt, 'host1', None, 'node1', {}, [], None,
+                       '[]', JOB)
         self.client.prepare.assert_called_once_with(
             server='host1', version='1.0', timeout=1800,
             call_monitor_timeout=60, topic='compute-alt')
+        # a short step's message expires with its call (rpc_response_
+        # timeout): no late copy reaches the compute long after
+        self.client.prepare.reset_mock()
+        self.api.abort_claim(self.ctxt, 'host1', None, 'node1', 'why', JOB)
+        self.client.prepare.assert_called_once_with(
+            server='host1', version='1.0', topic='compute-alt')
         # the claim starts new work: topic compute, as stock's build
         self.client.prepare.reset_mock()
         self._claim()
