@@ -326,12 +326,14 @@ class ZooKeeperJobBoard(JobBoard):
 
     @contextlib.contextmanager
     def exclusive(self, name):
-        """An ephemeral node ``<chroot>/exclusive/<name>`` of this
+        """An ephemeral node ``<chroot>/holders/<name>`` of this
         conductor's session (gone with a dead holder's session), created
         without waiting for a holder; every ZooKeeper call bounded by
         ``[orc] coordination_outage_timeout`` (unreachable: not held); see
-        :meth:`JobBoard.exclusive`."""
-        path = '%s/exclusive/%s' % (self.coordinator.base, name)
+        :meth:`JobBoard.exclusive`. (Not ``<chroot>/exclusive/<name>``:
+        kazoo's Lock recipe, which earlier releases used there, leaves a
+        persistent node at that path.)"""
+        path = '%s/holders/%s' % (self.coordinator.base, name)
         try:
             held = self.coordinator.retrying(self._create_exclusive, path)
         except orc_exc.CoordinationUnavailable as e:
@@ -348,12 +350,20 @@ class ZooKeeperJobBoard(JobBoard):
                     LOG.info('Could not release the %s lock: %s', name, e)
 
     def _create_exclusive(self, path):
+        """True when this conductor's session holds the node now: created
+        here, or found created by this session (a create whose answer was
+        lost and that was asked again, or a release that failed)."""
         wait, client = self.coordinator.wait, self.coordinator.client
         try:
             wait(client.create_async(path, self.owner.encode('utf-8'),
                                      ephemeral=True, makepath=True))
         except kazoo_exc.NodeExistsError:
-            return False
+            try:
+                data, stat = wait(client.get_async(path))
+            except kazoo_exc.NoNodeError:
+                return False  # released meanwhile: next time
+            return (data == self.owner.encode('utf-8') and
+                    stat.ephemeralOwner == self.coordinator.session_id())
         return True
 
     def __init__(self, owner, coordinator):

@@ -198,6 +198,28 @@ class BoardCallsTest(_BoardTestBase):
         with self.board_b.exclusive('scan') as mine_b:
             self.assertTrue(mine_b)
 
+    def test_exclusive_is_not_blocked_by_an_earlier_releases_lock(self):
+        # kazoo's Lock recipe (earlier releases) left a persistent node at
+        # <chroot>/exclusive/<name>: it must not hold the scan for ever
+        self.a.client.create(self.chroot + '/exclusive/scan', makepath=True)
+        with self.board_a.exclusive('scan') as mine:
+            self.assertTrue(mine)
+
+    def test_exclusive_found_created_by_its_own_session_is_held(self):
+        # a create whose answer was lost and that was asked again, or a
+        # release that failed: the node is this session's, held
+        self.a.client.create(self.chroot + '/holders/scan', b'owner-a',
+                             ephemeral=True, makepath=True)
+        with self.board_a.exclusive('scan') as mine_a:
+            self.assertTrue(mine_a)
+        with self.board_b.exclusive('scan') as mine_b:
+            self.assertTrue(mine_b)  # released at the end of A's block
+        self.b.client.create(self.chroot + '/holders/scan', b'owner-a',
+                             ephemeral=True)
+        with self.board_a.exclusive('scan') as mine_a:
+            # the same owner name, another session: not A's
+            self.assertFalse(mine_a)
+
 
 class MemoryOneJobPerFlowTest(test.NoDBTestCase):
 
