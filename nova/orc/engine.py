@@ -569,9 +569,9 @@ class Orchestrator:
         whether its poster lives or not: a poster still posting it races
         nothing, since a flow's second post posts nothing
         (:meth:`nova.orc.jobboard.JobBoard.post`). The conductor loop runs
-        it every :data:`ORPHAN_SCAN_INTERVAL` seconds, in one conductor at a time (a
-        ZooKeeper lock); with ``memory://`` there is nothing to adopt from
-        (one process).
+        it every :data:`ORPHAN_SCAN_INTERVAL` seconds, in one conductor at
+        a time (:meth:`nova.orc.jobboard.JobBoard.exclusive`); with
+        ``memory://`` there is nothing to adopt from (one process).
 
         :returns: list of the flow ids whose job was posted
         """

@@ -32,9 +32,9 @@ class PostBootFlows(base.OrcTask):
     have died between journaling it and posting its job); a flow's second
     post posts nothing anyway (:meth:`nova.orc.jobboard.JobBoard.post`),
     but a job posted by a conductor of an earlier release has no marker
-    to fail on, so the board is read first. An instance whose flow cannot be journaled
-    (the database down) gets stock's failure end state on its own: its
-    allocation deleted and its build request buried in cell0; one
+    to fail on, so the board is read first. An instance whose flow cannot
+    be journaled (the database down) gets stock's failure end state on its
+    own: its allocation deleted and its build request buried in cell0; one
     journaled whose job cannot be posted now (ZooKeeper down) is adopted
     by a conductor later; the others go on, so this task never fails.
 
