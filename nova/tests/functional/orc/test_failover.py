@@ -17,7 +17,6 @@ from oslo_utils import importutils
 from taskflow.patterns import linear_flow
 from taskflow.patterns import unordered_flow
 
-from nova.conductor import manager as conductor_manager
 from nova import exception
 from nova import objects
 from nova.orc.compute import manager as orc_compute
@@ -140,6 +139,21 @@ class OrcFailoverTestBase(test_boot.OrcBootTestBase):
                 die()
             return result
         self.stub_out(path, hook)
+
+    def _fail_first_call(self, path, exc):
+        """The first call of ``path`` (a dotted method path) raises
+        ``exc``, later ones run it; returns the list of calls' arguments."""
+        module, _sep, name = path.rpartition('.')
+        original = getattr(importutils.import_class(module), name)
+        calls = []
+
+        def fails_once(obj, *args, **kwargs):
+            calls.append(args)
+            if len(calls) == 1:
+                raise exc
+            return original(obj, *args, **kwargs)
+        self.stub_out(path, fails_once)
+        return calls
 
     def _boot_and_check(self, networks='none'):
         server = self._create_server(networks=networks)
@@ -555,15 +569,9 @@ class OrcFailoverTest(OrcFailoverTestBase):
         self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
         self.flags(max_attempts=1, group='scheduler')
         self._fail_spawn_on(['host1', 'host2'])
-        original = orc_rpcapi.OrcComputeAPI.destroy_guest
-        calls = []
-
-        def destroy_guest(api, *args, **kwargs):
-            calls.append(args)
-            if len(calls) == 1:
-                raise exception.HostNotFound(host='unreachable')
-            return original(api, *args, **kwargs)
-        self.stub_out(HOST_API + '.destroy_guest', destroy_guest)
+        calls = self._fail_first_call(
+            HOST_API + '.destroy_guest',
+            exception.HostNotFound(host='unreachable'))
         server = self._create_server(networks='none', expected_state='ERROR')
         flow = self._wait_for_flow_end(server['id'])
         self.assertEqual('REVERTED', flow['state'])
@@ -583,18 +591,9 @@ class OrcFailoverTest(OrcFailoverTestBase):
         def no_host(*args, **kwargs):
             raise exception.NoValidHost(reason='test: no host')
         self.stub_out(MANAGER + '._schedule_instances', no_host)
-        original = (
-            conductor_manager.ComputeTaskManager.
-            _create_instance_action_for_cell0)
-        calls = []
-
-        def action_fails_once(manager, *args, **kwargs):
-            calls.append(args)
-            if len(calls) == 1:
-                raise exception.DBNotAllowed(binary='test: database gone')
-            return original(manager, *args, **kwargs)
-        self.stub_out(MANAGER + '._create_instance_action_for_cell0',
-                      action_fails_once)
+        calls = self._fail_first_call(
+            MANAGER + '._create_instance_action_for_cell0',
+            exception.DBNotAllowed(binary='test: database gone'))
         server = self._create_server(networks='none', expected_state='ERROR')
         flow = self._wait_for_flow_end(server['id'])
         self.assertEqual('REVERTED', flow['state'])
