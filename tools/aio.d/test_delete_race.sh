@@ -7,10 +7,13 @@
 # no server, guest, port, allocation, build request or lock.  Prints
 # 'N passed, N failed' (one check a mode).
 #   tools/aio.d/test_delete_race.sh [SERVERS]      (default 8)
+# Environment: AIO_CRASH_STATE (/var/tmp/nova-orc-aio-crash: the crash
+#   suites' own deployment, purged first; tools/aio.d/crash_deployment.sh).
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
 AIO=$(cd "$D/.." && pwd)/aio
-S=${AIO_STATE:-/var/tmp/nova-orc-aio}
+. "$D/crash_deployment.sh"   # S: a deployment of its own, purged first
+crash_deployment_reset "$AIO" || { echo "0 passed, 1 failed"; exit 1; }
 N=${1:-8}
 export AIO_COMPUTE_DRIVER=orc_fake.SlowSpawnDriverWithoutFakeNodes
 mkdir -p "$S/etc/nova" "$S/guests"

@@ -10,12 +10,15 @@
 # Prints 'N passed, N failed'.
 #
 #   tools/aio.d/test_failover_neutron.sh [CASE...]  (default: the neutron cases)
-# Environment: what tools/aio reads (AIO_STATE...), and
+# Environment: AIO_CRASH_STATE (/var/tmp/nova-orc-aio-crash: the crash
+#   suites' own deployment, purged first; tools/aio.d/crash_deployment.sh),
+#   what else tools/aio reads, and
 #   AIO_TEST_KEEP=1  leave the deployment up at the end
 set -uo pipefail
 D=$(cd "$(dirname "$0")" && pwd)
 AIO=$(cd "$D/.." && pwd)/aio
-S=${AIO_STATE:-/var/tmp/nova-orc-aio}
+. "$D/crash_deployment.sh"   # S: a deployment of its own, purged first
+crash_deployment_reset "$AIO" || { echo "0 passed, 1 failed"; exit 1; }
 export AIO_ZK_SESSION_TIMEOUT=${AIO_ZK_SESSION_TIMEOUT:-2}
 export AIO_CONDUCTOR_WRAPPER=$D/faulty_conductor.py
 export AIO_FAULT_FILE=$S/fault
