@@ -50,13 +50,14 @@ def _rows(url, query):
         engine.dispose()
 
 
-def admin_connection(state_dir, **kwargs):
+def admin_connection(state_dir, rc='openrc', **kwargs):
     """An openstacksdk connection as the deployment's admin, from the
-    ``openrc`` tools/aio wrote in ``state_dir``; ``kwargs`` go to
+    ``openrc`` tools/aio wrote in ``state_dir`` (``rc='demo-openrc'``: as
+    its demo user, a member of the project ``demo``); ``kwargs`` go to
     ``openstack.connect`` (e.g. ``compute_api_version``)."""
     import openstack
     env = {}
-    with open(os.path.join(state_dir, 'openrc')) as f:
+    with open(os.path.join(state_dir, rc)) as f:
         for line in f:
             if line.startswith('export '):
                 for pair in line[len('export '):].split():

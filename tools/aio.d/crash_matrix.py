@@ -35,6 +35,12 @@ With ``--with-neutron`` (or ``--neutron-only``) the neutron cases follow
 --with-neutron`` (real neutron-server, ML2, a fake L2 agent) and creates a
 network ``crash-net``; each server boots with one port on it, created by
 nova, or with ``port`` a port the user created and passed as ``port=``.
+``user``: the server is booted by the demo user (a member of the project
+``demo``, not admin) and judged as that user's: its port belongs to the
+project ``demo``, and the fake driver's image download (``[orc_fake]
+fetch_image``, which ``test_failover_neutron.sh`` turns on) was made with
+the demo user's credentials, so a flow resumed by another conductor acts as
+the user who asked, not as Nova's service.
 ``restart-compute``: once the conductor died, the compute that ran the step
 is killed (SIGKILL) and started again (``tools/aio up``) before the resumed
 flow reaches it, so that its in-memory step records are gone. A neutron case
@@ -65,7 +71,7 @@ TASKS = ['bury_on_failure', 'lock', 'schedule', 'create_record',
          'spawn', 'finalize']
 REVERTS = ['spawn', 'claim_host', 'claim_allocation', 'create_record']
 #: words of a neutron case that are no part of its fault point
-MODIFIERS = ('port', 'restart-compute')
+MODIFIERS = ('port', 'user', 'restart-compute')
 NEUTRON_CASES = [
     'neutron networks before',
     'neutron networks after',
@@ -75,6 +81,7 @@ NEUTRON_CASES = [
     'neutron networks revert port',
     'neutron networks after restart-compute',
     'neutron networks after port restart-compute',
+    'neutron networks before user',
 ]
 NETWORK = 'crash-net'
 
@@ -115,6 +122,7 @@ class Matrix:
         self.flavor = self.conn.compute.find_flavor('m1.nano').id
         self.passed = self.failed = 0
         self.network_id = None      # crash-net, once neutron is up
+        self.user_conn = None       # as the demo user, once a case needs it
         self.preexisting = set()    # problems found before the neutron part
 
     # ------------------------------------------------------------ helpers
@@ -257,7 +265,8 @@ class Matrix:
         elif neutron:
             networks = [{'uuid': self.network_id}]
         t0 = time.monotonic()
-        server = self.conn.compute.create_server(
+        booter = self._user_conn() if 'user' in modifiers else self.conn
+        server = booter.compute.create_server(
             name='crash-%s' % case.replace(' ', '-'), image_id=self.image,
             flavor_id=self.flavor, networks=networks)
         problems = []
@@ -297,6 +306,8 @@ class Matrix:
                 meta.get('claims')))
         if pause:
             problems += self._one_of_each(server.id)
+        if 'user' in modifiers and end.status == 'ACTIVE':
+            problems += self._acted_as_user(server.id)
         if os.path.exists(self.fail_spawn):
             os.unlink(self.fail_spawn)
         problems.append(self._check(self._delete(server.id),
@@ -350,7 +361,9 @@ class Matrix:
             self.state, compute_api_version='2.latest')
         net = self.conn.network.find_network(NETWORK)
         if net is None:
-            net = self.conn.network.create_network(name=NETWORK)
+            # shared: the demo user boots on it too (the ``user`` cases)
+            net = self.conn.network.create_network(name=NETWORK,
+                                                   is_shared=True)
             self.conn.network.create_subnet(
                 network_id=net.id, name=NETWORK + '-subnet', ip_version=4,
                 cidr='10.78.0.0/24')
@@ -389,6 +402,45 @@ class Matrix:
         self._log('%s started again, %.0fs after its kill' % (
             name, time.monotonic() - t0))
         return []
+
+    def _user_conn(self):
+        """A connection as the deployment's demo user (``demo-openrc``)."""
+        if self.user_conn is None:
+            self.user_conn = check_leaks.admin_connection(
+                self.state, rc='demo-openrc', compute_api_version='2.latest')
+        return self.user_conn
+
+    def _acted_as_user(self, server_id):
+        """The resumed build acted as the demo user who asked for it: the
+        server's ports belong to the project ``demo``, and the guest's file
+        (``[orc_fake] fetch_image``) names the demo user and project as the
+        credentials its image was downloaded with."""
+        user = self._user_conn()
+        user_id, project_id = user.current_user_id, user.current_project_id
+        problems = []
+        ports = list(self.conn.network.ports(device_id=server_id))
+        problems.append(self._check(ports, 'no port of the server'))
+        for port in ports:
+            problems.append(self._check(
+                port.project_id == project_id,
+                'port %s belongs to project %s, not demo (%s)' % (
+                    port.id, port.project_id, project_id)))
+        host = self.conn.compute.get_server(server_id).compute_host or ''
+        nova = check_leaks._conf(os.path.join(self.state, 'etc', 'nova',
+                                              'local.conf'))
+        path = os.path.join(nova.get('orc_fake', 'guests_dir', fallback=''),
+                            host, server_id)
+        try:
+            with open(path) as f:
+                fetched = f.read().split()
+        except OSError:
+            fetched = []
+        problems.append(self._check(
+            fetched[:2] == [user_id, project_id],
+            'image downloaded as %s, not as the demo user %s of project %s '
+            '([orc_fake] fetch_image on?)' % (
+                ' '.join(fetched[:2]) or 'nobody', user_id, project_id)))
+        return problems
 
     def _running_conductor(self, server_id):
         meta = self._flow_meta(server_id)

@@ -30,6 +30,7 @@ cat > "$S/etc/nova/local.conf" <<CONF
 spawn_delay = 2
 guests_dir = $S/guests
 fail_spawn_file = $S/fail-spawn
+fetch_image = True
 CONF
 rc=0
 t0=$SECONDS

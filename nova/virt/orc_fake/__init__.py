@@ -25,6 +25,7 @@ can change it with ``self.flags(spawn_delay=..., group='orc_fake')``.
 """
 
 import os
+import tempfile
 import time
 
 from oslo_config import cfg
@@ -33,6 +34,7 @@ from oslo_log import log as logging
 import nova.conf
 from nova import exception
 from nova.virt import fake
+from nova.virt import images
 
 CONF = nova.conf.CONF
 LOG = logging.getLogger(__name__)
@@ -60,6 +62,16 @@ orc_fake_opts = [
              'fails (a reschedulable error), read at each spawn; a missing '
              'file fails nothing. Lets a test make builds fail and revert '
              'without restarting the computes.'),
+    cfg.BoolOpt(
+        'fetch_image',
+        default=False,
+        help='Download the server\'s image from Glance at each spawn, with '
+             'the context the spawn was given (``nova.virt.images.fetch``, '
+             'as a real driver does for an image not in its cache), into a '
+             'temporary file removed afterwards; a failed download fails '
+             'the spawn. The guest\'s file (``guests_dir``) then holds '
+             '``<user id> <project id> <bytes>`` of that context. Lets a '
+             'test see whose credentials a resumed build used.'),
 ]
 CONF.register_opts(orc_fake_opts, group='orc_fake')
 
@@ -82,13 +94,34 @@ def _fails_here():
         return False
 
 
+def _fetch_image(context, instance):
+    """Download the instance's image with ``context`` into a temporary
+    file (``nova.virt.images.fetch``, Nova's download path for real
+    drivers: Glance sees the context's token); returns the size in bytes.
+
+    :raises nova.exception.ImageNotAuthorized, ImageNotFound: Glance's
+        answer (a context without a usable token fails here)
+    """
+    with tempfile.TemporaryDirectory(prefix='orc-fake-image-') as folder:
+        path = os.path.join(folder, 'image')
+        images.fetch(context, instance.image_ref, path)
+        size = os.path.getsize(path)
+    LOG.info('Fetched image %s (%d bytes) as user %s of project %s',
+             instance.image_ref, size, context.user_id, context.project_id,
+             instance=instance)
+    return size
+
+
 class _SlowSpawnMixin:
     def spawn(self, context, instance, *args, **kwargs):
         """Sleep ``[orc_fake] spawn_delay`` seconds (green under eventlet),
-        then ``FakeDriver.spawn`` (the guest appears at the end).
+        download the image when ``[orc_fake] fetch_image`` is set, then
+        ``FakeDriver.spawn`` (the guest appears at the end).
 
         :raises nova.exception.HypervisorUnavailable: this host is named in
             ``[orc_fake] fail_spawn_file`` (stock reschedules it)
+        :raises nova.exception.ImageNotAuthorized: the image download was
+            refused (``fetch_image``)
         """
         delay = CONF.orc_fake.spawn_delay
         if delay:
@@ -96,10 +129,15 @@ class _SlowSpawnMixin:
             time.sleep(delay)
         if _fails_here():
             raise exception.HypervisorUnavailable(host=CONF.host)
+        fetched = (_fetch_image(context, instance)
+                   if CONF.orc_fake.fetch_image else None)
         result = super().spawn(context, instance, *args, **kwargs)
         path = _guest_file(instance)
         if path:
-            open(path, 'w').close()
+            with open(path, 'w') as f:
+                if fetched is not None:
+                    f.write('%s %s %d\n' % (context.user_id,
+                                            context.project_id, fetched))
         return result
 
     def destroy(self, context, instance, *args, **kwargs):
