@@ -331,7 +331,11 @@ class Orchestrator:
                 return
             self._warn_if_locks_are_not_shared()
             self._warn_if_resumes_cannot_act_as_the_user()
-            fencing.install()
+            fencing.install(
+                idle_in_transaction_seconds=(
+                    None if isinstance(self.coordinator,
+                                       coordination.MemoryCoordinator)
+                    else CONF.orc.zookeeper_session_timeout))
             self.coordinator.start()
             self.coordinator.add_session_listener(self._on_session_change)
             self.board.connect()

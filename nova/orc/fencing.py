@@ -32,6 +32,17 @@ themselves (the compute checks the claim's token, the journal its owner
 token); the rest (placement, the scheduler, the cell databases) is left
 with that window, measured in ``tools/bench/journal``.
 
+A frozen conductor can also hold what its successor needs: a transaction
+it had open when it stopped keeps its row locks (the journal's share lock
+on the flow row, an instance row being updated), and the database server
+waits for a client whose TCP connection the kernel keeps alive, so the
+conductor that took the job over would block on its first write until the
+frozen one wakes (seen: 4 minutes, the length of the pause). Every
+database connection of a conductor therefore carries a server-side limit
+on how long it may sit idle inside a transaction (:func:`install`): the
+ZooKeeper session timeout, after which the conductor's claims are gone
+anyway; the server then ends the session and rolls its transaction back.
+
 A task runs with its run bound to its thread (:func:`bound`, entered by
 :meth:`nova.orc.tasks.base.OrcTask.pre_execute` / ``pre_revert``, left by
 ``post_execute`` / ``post_revert``): code outside a task (the RPC handler,
@@ -104,7 +115,53 @@ def _before_commit(conn):
         check()
 
 
-def install():
+#: the statement limiting a session's time idle inside a transaction, per
+#: DBAPI module (its top package); ``%d`` is milliseconds or seconds
+_IDLE_IN_TRANSACTION_LIMIT = {
+    # the server terminates the session, rolling its transaction back
+    'psycopg2': ('SET idle_in_transaction_session_timeout = %d', 1000),
+    # the server closes a connection idle that long, in a transaction or
+    # not (the pool's ping on checkout replaces a closed idle one)
+    'pymysql': ('SET SESSION wait_timeout = %d', 1),
+    'MySQLdb': ('SET SESSION wait_timeout = %d', 1),
+}
+
+
+def idle_in_transaction_limit(dbapi_connection, seconds):
+    """Limit how long the database server lets this connection sit idle
+    inside an open transaction to ``seconds`` (float, rounded up to the
+    unit the server takes); the server then ends the session and rolls the
+    transaction back, releasing its locks. PostgreSQL:
+    ``idle_in_transaction_session_timeout``; MySQL/MariaDB: the session's
+    ``wait_timeout`` (which also closes the connection when idle outside a
+    transaction). Returns whether the limit was set (False for a database
+    without one, e.g. sqlite, where a frozen process holds the file lock).
+    """
+    module = type(dbapi_connection).__module__.split('.')[0]
+    limit = _IDLE_IN_TRANSACTION_LIMIT.get(module)
+    if limit is None:
+        return False
+    statement, per_second = limit
+    value = max(1, int(-(-seconds * per_second // 1)))
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(statement % value)
+    finally:
+        cursor.close()
+    return True
+
+
+def _on_checkout(dbapi_connection, connection_record, connection_proxy):
+    # once per DBAPI connection, pooled before install() or after
+    if connection_record.info.get('orc_idle_limit') is None:
+        connection_record.info['orc_idle_limit'] = idle_in_transaction_limit(
+            dbapi_connection, _idle_limit_seconds)
+
+
+_idle_limit_seconds = None
+
+
+def install(idle_in_transaction_seconds=None):
     """Fence every database write made by a task (idempotent): a
     ``before_cursor_execute`` listener on SQLAlchemy's ``Engine`` class,
     so on every engine of the process, Nova's API and cell databases and
@@ -112,13 +169,24 @@ def install():
     transaction whose statements passed does not commit once the lease is
     void (a pause right before its COMMIT). The statement is not sent, or
     the transaction not committed, when :func:`check` raises; the
-    transaction is rolled back by its owner as for any database error."""
-    global _installed
+    transaction is rolled back by its owner as for any database error.
+
+    :param idle_in_transaction_seconds: float or None; with a value, every
+        database connection of the process gets that limit on its time
+        idle inside a transaction (:func:`idle_in_transaction_limit`, set
+        at its first checkout from the pool), so that a transaction left
+        open by a frozen process does not hold its locks past the time its
+        claims live (pass ``[orc] zookeeper_session_timeout``)
+    """
+    global _installed, _idle_limit_seconds
     with _install_lock:
-        if _installed:
-            return
-        sa.event.listen(sa.engine.Engine, 'before_cursor_execute',
-                        _before_cursor_execute)
-        sa.event.listen(sa.engine.Engine, 'commit', _before_commit)
-        _installed = True
-    LOG.debug('nova-orc fencing: database writes of flow tasks are fenced')
+        if not _installed:
+            sa.event.listen(sa.engine.Engine, 'before_cursor_execute',
+                            _before_cursor_execute)
+            sa.event.listen(sa.engine.Engine, 'commit', _before_commit)
+            _installed = True
+        if idle_in_transaction_seconds and _idle_limit_seconds is None:
+            _idle_limit_seconds = idle_in_transaction_seconds
+            sa.event.listen(sa.pool.Pool, 'checkout', _on_checkout)
+    LOG.debug('nova-orc fencing: database writes of flow tasks are fenced; '
+              'idle in a transaction at most %s s', _idle_limit_seconds)

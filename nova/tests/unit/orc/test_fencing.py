@@ -317,3 +317,84 @@ class JobRunFenceTest(test.NoDBTestCase):
         exc = self.assertRaises(journal.FlowFenced, run.journal_lease)
         self.assertIn(uuids.flow, str(exc))
         self.assertIn('claim of this conductor is lost', str(exc))
+
+
+class IdleInTransactionLimitTest(test.NoDBTestCase):
+    """A transaction left open by a frozen process (the server sees a
+    client idle inside a transaction; the kernel keeps its TCP connection
+    alive) must not hold its locks past the limit: the conductor that took
+    the job over would block on its first write (the journal's claim of the
+    flow row) until the frozen one woke. The real PostgreSQL and MariaDB
+    (``ORC_TEST_POSTGRESQL``, ``ORC_TEST_MYSQL``); no skipping."""
+
+    POSTGRESQL = os.environ.get('ORC_TEST_POSTGRESQL',
+                                'postgresql+psycopg2://postgres@127.0.0.1')
+    MYSQL = os.environ.get('ORC_TEST_MYSQL',
+                           'mysql+pymysql://root@127.0.0.1')
+
+    def _connect(self, url):
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        self.addCleanup(engine.dispose)
+        proxy = engine.raw_connection()
+        self.addCleanup(lambda: _quietly(proxy.close))
+        return proxy.dbapi_connection   # what the pool's events get
+
+    def _frozen_holder_lets_go(self, url, take, take_waiting, released):
+        frozen = self._connect(url)
+        self.assertTrue(fencing.idle_in_transaction_limit(frozen, 1.0))
+        cur = frozen.cursor()
+        cur.execute(take)
+        self.assertTrue(released(cur.fetchone()))
+        # the holder goes silent here, its transaction open
+        waiter = self._connect(url)
+        t0 = time.monotonic()
+        cur2 = waiter.cursor()
+        cur2.execute(take_waiting)
+        self.assertTrue(released(cur2.fetchone()))
+        waited = time.monotonic() - t0
+        # the limit (1 s) ended the holder, not the waiter's own bound (10 s)
+        self.assertLess(waited, 6.0)
+        # and the frozen holder finds its session gone when it wakes
+        self.assertRaises(Exception, cur.execute, 'SELECT 1')
+        return waited
+
+    def test_postgresql_ends_a_frozen_transaction_and_its_locks(self):
+        self._frozen_holder_lets_go(
+            self.POSTGRESQL + '/postgres',
+            'BEGIN; SELECT pg_advisory_xact_lock(424242), 1',
+            "SET lock_timeout = '10s'; "
+            "SELECT pg_advisory_xact_lock(424242), 1",
+            lambda row: row is not None and row[-1] == 1)
+
+    def test_mysql_closes_a_frozen_session_and_its_locks(self):
+        self._frozen_holder_lets_go(
+            self.MYSQL + '/mysql',
+            "SELECT GET_LOCK('nova-orc-test', 0)",
+            "SELECT GET_LOCK('nova-orc-test', 10)",
+            lambda row: row is not None and row[0] == 1)
+
+    def test_a_database_without_such_a_limit_is_left_as_is(self):
+        conn = self._connect('sqlite://')
+        self.assertFalse(fencing.idle_in_transaction_limit(conn, 1.0))
+
+    def test_the_orchestrator_limits_idle_transactions_to_its_session(self):
+        self.flags(zookeeper_session_timeout=7.0, group='orc')
+        self.flags(coordination_url='zookeeper://%s/orc-test-%s' % (
+            ZOOKEEPER, uuidutils.generate_uuid()), group='orc')
+        installed = []
+        self.useFixture(fixtures.MockPatch(
+            'nova.orc.fencing.install',
+            side_effect=lambda **kw: installed.append(kw)))
+        orchestrator = engine.Orchestrator(manager=None)
+        self.useFixture(fixtures.MockPatchObject(
+            orchestrator.coordinator, 'start',
+            side_effect=RuntimeError('stop after fencing.install')))
+        self.assertRaises(RuntimeError, orchestrator.start)
+        self.assertEqual([{'idle_in_transaction_seconds': 7.0}], installed)
+
+
+def _quietly(fn):
+    try:
+        fn()
+    except Exception:
+        pass
