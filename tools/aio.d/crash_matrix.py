@@ -41,9 +41,14 @@ project ``demo``, and the fake driver's image download (``[orc_fake]
 fetch_image``, which ``test_failover_neutron.sh`` turns on) was made with
 the demo user's credentials, so a flow resumed by another conductor acts as
 the user who asked, not as Nova's service.
-``restart-compute``: once the conductor died, the compute that ran the step
-is killed (SIGKILL) and started again (``tools/aio up``) before the resumed
-flow reaches it, so that its in-memory step records are gone. A neutron case
+``restart-compute`` (a modifier of any case; the default cases have it
+for each host step, ``claim_host``, ``networks``, ``block_devices``,
+``spawn`` and ``finalize``, ``before`` and ``after``): once the conductor
+died, the compute that ran the step (every compute when the server has no
+host yet) is killed (SIGKILL) and started again (``tools/aio up``) before
+the resumed flow reaches it, so that its in-memory step records are gone;
+such a case is judged once the flow ended (the restarted compute puts the
+build in ERROR before the flow goes on). A neutron case
 is judged with the port checks of :mod:`check_leaks` too: exactly one port
 for an ACTIVE server, none for a failed one, bound to the server's host, no
 port of a server that is gone, the user's port kept and unbound after the
@@ -70,6 +75,8 @@ TASKS = ['bury_on_failure', 'lock', 'schedule', 'create_record',
          'claim_allocation', 'claim_host', 'networks', 'block_devices',
          'spawn', 'finalize']
 REVERTS = ['spawn', 'claim_host', 'claim_allocation', 'create_record']
+#: the boot flow's steps that run on the compute
+HOST_STEPS = ['claim_host', 'networks', 'block_devices', 'spawn', 'finalize']
 #: words of a neutron case that are no part of its fault point
 MODIFIERS = ('port', 'user', 'restart-compute')
 NEUTRON_CASES = [
@@ -103,9 +110,9 @@ def default_cases():
     cases.append('spawn during 1')
     cases += ['%s revert' % task for task in REVERTS]
     cases += ['paused', 'zookeeper-restart']
-    # PAUSES are run by name ('pauses'): out of the default run until the
-    # stall seen once (a paused conductor's claim outliving its 2 s session
-    # for 4 minutes in 2 of 17 cases) is understood
+    cases += ['%s %s restart-compute' % (task, when)
+              for task in HOST_STEPS for when in ('before', 'after')]
+    cases += PAUSES
     return cases
 
 
@@ -279,7 +286,8 @@ class Matrix:
             problems += self._restart_zookeeper_during_spawn(server.id)
         if 'restart-compute' in modifiers:
             problems += self._restart_compute_after_fault(server.id)
-        end = (self._flow_end(server.id) if neutron else
+        end = (self._flow_end(server.id)
+               if neutron or 'restart-compute' in modifiers else
                self._server_end(server.id))
         took = time.monotonic() - t0
         problems.append(self._check(end.status == expect, 'server %s, not %s '
@@ -388,19 +396,26 @@ class Matrix:
         if not os.path.exists(fired):
             return ['fault point never reached']
         host = self.conn.compute.get_server(server_id).compute_host or ''
-        name = 'nova-compute' + host.replace('aio-compute', '')
-        try:
-            with open(os.path.join(self.state, 'pids', name + '.pid')) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return ['no pid of %s (server on %r)' % (name, host)]
-        os.killpg(pid, signal.SIGKILL)
+        # before claim_host the server has no host yet: every compute
+        names = (['nova-compute' + host.replace('aio-compute', '')] if host
+                 else sorted(n[:-4] for n in os.listdir(
+                     os.path.join(self.state, 'pids'))
+                     if n.startswith('nova-compute') and n.endswith('.pid')))
+        for name in names:
+            try:
+                with open(os.path.join(self.state, 'pids',
+                                       name + '.pid')) as f:
+                    pid = int(f.read().strip())
+            except (OSError, ValueError):
+                return ['no pid of %s (server on %r)' % (name, host)]
+            os.killpg(pid, signal.SIGKILL)
         t0 = time.monotonic()
-        self._log('SIGKILL %s (process group %d); tools/aio up' % (name, pid))
+        self._log('SIGKILL %s (process groups); tools/aio up' %
+                  ' '.join(names))
         subprocess.run([self.args.aio, 'up'], check=True,
                        stdout=subprocess.DEVNULL)
-        self._log('%s started again, %.0fs after its kill' % (
-            name, time.monotonic() - t0))
+        self._log('%s started again, %.0fs after the kill' % (
+            ' '.join(names), time.monotonic() - t0))
         return []
 
     def _user_conn(self):

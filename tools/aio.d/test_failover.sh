@@ -5,22 +5,22 @@
 # guests (orc_fake), ZooKeeper sessions of 2 s, then the crash matrix
 # (tools/aio.d/crash_matrix.py: every step of the boot flow killed before
 # and after its side effects, in the middle of spawn, during reverts, a
-# paused conductor, a ZooKeeper restart; by name only, 'pauses': the
-# conductor paused past its session at each task boundary and inside
-# create_record, woken once a peer finished), the case conductor-pauses
-# (by name only; conductor_deaths.py --pause: 20 boots in a burst, a
-# conductor paused for 10 s every 12 s; it passes when every server is
-# ACTIVE and check_leaks finds nothing, before and after the delete), then
-# the case conductor-deaths
+# paused conductor, a ZooKeeper restart, the compute restarted around each
+# host step, and the pause cases: the conductor paused past its session at
+# each task boundary and inside create_record, woken once a peer
+# finished), the case conductor-pauses (conductor_deaths.py --pause: 20
+# boots in a burst, a conductor paused for 10 s every 12 s; it passes when
+# every server is ACTIVE and check_leaks finds nothing, before and after
+# the delete), then the case conductor-deaths
 # (tools/aio.d/conductor_deaths.py, orc only: 6 boots in a burst, a live
 # conductor SIGKILLed every 8 s and brought back by tools/aio up; it passes
 # when no server is left in BUILD and check_leaks finds nothing, before and
 # after the delete).  Prints 'N passed, N failed' for all of them.
 #
-#   tools/aio.d/test_failover.sh [CASE...]     (default: the matrix without
-#                                               the pause cases, and
+#   tools/aio.d/test_failover.sh [CASE...]     (default: the matrix,
+#                                               conductor-pauses and
 #                                               conductor-deaths; 'pauses'
-#                                               runs the pause cases,
+#                                               runs the pause cases alone,
 #                                               'conductor-pauses' the burst)
 #   tools/aio.d/test_failover.sh --bench ...   (crash_matrix.py's options)
 # Environment: AIO_CRASH_STATE (/var/tmp/nova-orc-aio-crash: the crash
@@ -54,7 +54,7 @@ V=$(. "$S/aio.env" && echo "$VENV")
 matrix=() deaths=0 pauses=0
 case " $* " in
   *" -"*) matrix=("$@") ;;                 # options: crash_matrix.py's
-  "  ") matrix=() deaths=1 ;;              # no case: the default matrix
+  "  ") matrix=() deaths=1 pauses=1 ;;     # no case: the default matrix
   *) for a in "$@"; do
        case $a in
          conductor-deaths) deaths=1 ;;
