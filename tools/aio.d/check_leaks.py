@@ -50,6 +50,14 @@ def _rows(url, query):
         engine.dispose()
 
 
+def _has_table(url, name):
+    engine = sa.create_engine(url)
+    try:
+        return sa.inspect(engine).has_table(name)
+    finally:
+        engine.dispose()
+
+
 def admin_connection(state_dir, rc='openrc', **kwargs):
     """An openstacksdk connection as the deployment's admin, from the
     ``openrc`` tools/aio wrote in ``state_dir`` (``rc='demo-openrc'``: as
@@ -129,10 +137,13 @@ def state(state_dir):
                     instances[uuid]['vifs'] = len(
                         json.loads(network_info or '[]'))
     journal_url = (nova.get('orc', 'connection', fallback=None) or api_url)
-    unfinished = [r for r in _rows(
-        journal_url, "SELECT uuid, state, instance_uuid FROM "
-                     "orc_flow_details WHERE state NOT IN "
-                     "('SUCCESS', 'REVERTED')")]
+    unfinished = []
+    if _has_table(journal_url, 'orc_flow_details'):
+        # (a stock deployment that never ran our conductor has no journal)
+        unfinished = [r for r in _rows(
+            journal_url, "SELECT uuid, state, instance_uuid FROM "
+                         "orc_flow_details WHERE state NOT IN "
+                         "('SUCCESS', 'REVERTED')")]
     guests = {}
     guests_dir = nova.get('orc_fake', 'guests_dir', fallback=None)
     if guests_dir and os.path.isdir(guests_dir):
