@@ -247,6 +247,26 @@ class JobRun:
                 self.suspend('claim lost: %s' % e)
         raise orc_exc.ClaimLost(flow_id=self.claim.flow_id)
 
+    def fence_in_transaction(self, connection):
+        """Inside a task's database transaction, right before a write
+        (after :meth:`fence`): on the journal's database, the flow's row
+        must still hold this run's token, read with a share lock in the
+        write's transaction, once per transaction
+        (:func:`nova.orc.persistence.backend.fence_in_transaction`); on
+        another database nothing more.
+
+        :param connection: ``sqlalchemy.engine.Connection`` of the write
+        :raises nova.orc.exception.ClaimLost: another conductor claimed
+            the flow
+        """
+        try:
+            journal.fence_in_transaction(connection, self.claim.flow_id,
+                                         self.token)
+        except journal.FlowFenced as e:
+            self.lost = True
+            self.suspend('claim lost: %s' % e)
+            raise orc_exc.ClaimLost(flow_id=self.claim.flow_id)
+
     def journal_lease(self):
         """:meth:`fence` for the journal's writes of this run: a lost
         claim refuses the write as a fenced one

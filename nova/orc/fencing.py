@@ -16,7 +16,12 @@ meanwhile. Every side effect of a flow's task therefore passes through
   cast, the scheduler, placement): an explicit :func:`check` at the one
   place each is sent from;
 * the journal: every write of a claimed flow (:mod:`nova.orc.persistence
-  .backend`, ``claim_flow(..., lease=...)``).
+  .backend`, ``claim_flow(..., lease=...)``);
+* writes on the journal's database (the API database unless ``[orc]
+  connection`` names another: build request, instance mapping) also read
+  the flow's row with a share lock in their own transaction and are
+  refused once another conductor claimed the flow
+  (:meth:`nova.orc.engine.JobRun.fence_in_transaction`): no window there.
 
 :func:`check` asks the run's :meth:`nova.orc.engine.JobRun.fence`, which
 holds only while the conductor's coordination lease is valid
@@ -103,8 +108,12 @@ def is_write(statement):
 
 def _before_cursor_execute(conn, cursor, statement, parameters, context,
                            executemany):
-    if current() is not None and is_write(statement):
+    run = current()
+    if run is not None and is_write(statement):
         check()
+        # where the database can hold the condition (the journal's, the
+        # API database by default), it does, in the write's transaction
+        run.fence_in_transaction(conn)
 
 
 def _before_commit(conn):

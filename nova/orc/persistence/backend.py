@@ -82,6 +82,7 @@ injected transiently by :mod:`nova.orc.engine` and never reach this module.
 import functools
 import threading
 import time
+import weakref
 
 from oslo_db.sqlalchemy import enginefacade
 from oslo_log import log as logging
@@ -250,6 +251,85 @@ _CLAIM = tables.flow_details.update().where(
 ).values(owner_token=sa.bindparam('b_token'))
 _OWNER_TOKEN = sa.select(tables.flow_details.c.owner_token).where(
     tables.flow_details.c.uuid == sa.bindparam('b_uuid'))
+#: the flow row's owner token, share-locked until the reader's commit
+_OWNER_TOKEN_SHARED = _OWNER_TOKEN.with_for_update(read=True)
+#: execution option of the journal's own connections: their statements are
+#: fenced by their own conditions on the owner token, not by
+#: :func:`fence_in_transaction` (a share lock taken before the journal's
+#: UPDATE of the same row would invite lock upgrades and deadlocks)
+JOURNAL_OPTION = 'nova_orc_journal'
+_journal_engines = weakref.WeakKeyDictionary()
+
+
+def _journal_engine(engine):
+    """``engine`` with :data:`JOURNAL_OPTION` set (same pool)."""
+    try:
+        return _journal_engines[engine]
+    except KeyError:
+        option_engine = engine.execution_options(**{JOURNAL_OPTION: True})
+        _journal_engines[engine] = option_engine
+        return option_engine
+
+
+def _same_database(engine, other):
+    """Whether two engines reach one database: the same engine, or the same
+    URL naming a server or a file (two in-memory SQLite engines, as Nova's
+    test fixtures give the API and each cell, are two databases)."""
+    if engine is other:
+        return True
+    url = engine.url
+    if url.get_backend_name() == 'sqlite' and url.database in (
+            None, '', ':memory:'):
+        return False
+    return (url.render_as_string(hide_password=False) ==
+            other.url.render_as_string(hide_password=False))
+
+
+def fence_in_transaction(connection, flow_uuid, token):
+    """Right before a write of a flow's task, inside the write's own
+    transaction: when that transaction is on the journal's database (the
+    API database unless ``[orc] connection`` names another), read the
+    flow's row with a share lock and refuse the write when another
+    conductor claimed the flow (a greater owner token). The share lock
+    orders the write and a takeover: :meth:`JournalConnection.claim_flow`
+    waits for the write's transaction to end, or the write sees the claim;
+    no window is left between check and write on that database (on
+    PostgreSQL and MySQL; SQLite takes no row lock, and a statement in
+    autocommit mode is its own transaction).
+
+    Once per transaction: the share lock holds until its end, so later
+    writes of the same transaction need no second read. The read goes
+    through ``connection`` (SQLAlchemy's and oslo.db's error handling: a
+    lost database connection is oslo.db's ``DBConnectionError``, as for
+    the write itself).
+
+    :param connection: the ``sqlalchemy.engine.Connection`` the write is
+        executed on (``before_cursor_execute``'s)
+    :param flow_uuid: str, the flow detail's uuid
+    :param token: int, the owner token the run claimed the flow with
+    :returns: True when checked (now or earlier in the transaction), False
+        when the write is the journal's own or on another database (the
+        cell databases: the lease alone fences them)
+    :raises FlowFenced: the flow holds a greater token
+    """
+    if connection.get_execution_options().get(JOURNAL_OPTION):
+        return False
+    if not _same_database(connection.engine, get_engine()):
+        return False
+    transaction = connection.get_transaction()
+    info = connection.info
+    if transaction is not None and (
+            info.get('nova_orc_fenced_transaction') is transaction and
+            info.get('nova_orc_fenced_claim') == (flow_uuid, token)):
+        return True
+    owner_token = connection.execute(_OWNER_TOKEN_SHARED,
+                                     {'b_uuid': flow_uuid}).scalar()
+    if owner_token is not None and owner_token > int(token):
+        raise FlowFenced(flow_uuid, token, owner_token)
+    if transaction is not None:
+        info['nova_orc_fenced_transaction'] = transaction
+        info['nova_orc_fenced_claim'] = (flow_uuid, token)
+    return True
 
 
 def _atom_statements():
@@ -590,7 +670,7 @@ class JournalConnection(base.Connection):
         return self._backend
 
     def _engine(self):
-        return get_engine(self._backend.url)
+        return _journal_engine(get_engine(self._backend.url))
 
     def close(self):
         pass

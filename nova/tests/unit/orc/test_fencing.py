@@ -168,12 +168,16 @@ class _Run:
 
     def __init__(self):
         self.checks = 0
+        self.in_transaction = 0
         self.error = None
 
     def fence(self):
         self.checks += 1
         if self.error is not None:
             raise self.error
+
+    def fence_in_transaction(self, connection):
+        self.in_transaction += 1
 
 
 class FencingGuardTest(test.TestCase):
@@ -231,6 +235,10 @@ class FencingGuardTest(test.TestCase):
         self._action(uuids.instance)
         writes = self.run.checks
         self.assertGreaterEqual(writes, 1)
+        # each write statement is also checked in its transaction (commits
+        # are checked by the lease alone)
+        self.assertGreaterEqual(self.run.in_transaction, 1)
+        self.assertLessEqual(self.run.in_transaction, writes)
         self.assertEqual(1, len(self._actions(uuids.instance)))
         self.assertEqual(writes, self.run.checks)
         # a read after the claim is lost still reads

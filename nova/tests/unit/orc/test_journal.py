@@ -16,6 +16,7 @@ it was at that boundary; a fresh backend then resumes the flow.
 import json
 import os
 import threading
+from unittest import mock
 
 import fixtures
 import futurist
@@ -34,11 +35,16 @@ from taskflow import task
 from taskflow.types import failure as tf_failure
 import tenacity
 
+from nova.orc import engine as engine_mod
+from nova.orc import exception as orc_exc
+from nova.orc import fencing
+from nova.orc import jobboard
 from nova.orc.persistence import backend as journal
 from nova.orc.persistence import migration
 from nova.orc.persistence import tables
 from nova import test
 
+MYSQL = os.environ.get('ORC_TEST_MYSQL', 'mysql+pymysql://root@127.0.0.1')
 POSTGRESQL = os.environ.get('ORC_TEST_POSTGRESQL',
                             'postgresql+psycopg2://postgres@127.0.0.1')
 
@@ -711,6 +717,107 @@ class _JournalTests:
                          results[0][1]['spawn'].exception_str)
 
     # ---------------------------------------------------------- fencing
+    def _task_table(self):
+        """A table of the journal's database a task writes to (Nova's
+        build requests or instance mappings share the API database with
+        the journal by default)."""
+        engine = journal.get_engine()
+        with engine.begin() as c:
+            c.execute(sa.text('CREATE TABLE task_writes (id INTEGER)'))
+        self.addCleanup(self._drop_task_table, engine)
+        return engine
+
+    @staticmethod
+    def _drop_task_table(engine):
+        with engine.begin() as c:
+            c.execute(sa.text('DROP TABLE task_writes'))
+
+    @staticmethod
+    def _task_write(engine, flow_uuid, token, value):
+        """A task's write, checked in its own transaction as the fencing
+        listener does right before it."""
+        with engine.begin() as c:
+            checked = journal.fence_in_transaction(c, flow_uuid, token)
+            c.execute(sa.text('INSERT INTO task_writes VALUES (%d)' % value))
+        return checked
+
+    def _task_rows(self):
+        with self.reader.connect() as c:
+            return sorted(r[0] for r in c.execute(
+                sa.text('SELECT id FROM task_writes')))
+
+    def test_a_write_on_the_journal_database_after_a_takeover_is_refused(
+            self):
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        engine = self._task_table()
+        self.assertTrue(self._task_write(engine, fd.uuid, 1, 1))
+        journal.JournalBackend().get_connection().claim_flow(fd.uuid, 2)
+        self.assertRaises(journal.FlowFenced, self._task_write, engine,
+                          fd.uuid, 1, 2)
+        self.assertTrue(self._task_write(engine, fd.uuid, 2, 3))
+        self.assertEqual([1, 3], self._task_rows())
+
+    def test_a_write_on_another_database_is_left_to_the_lease(self):
+        book, fd = self._new_flow_detail()
+        other = sa.create_engine('sqlite://')
+        self.addCleanup(other.dispose)
+        with other.begin() as c:
+            self.assertFalse(journal.fence_in_transaction(c, fd.uuid, 1))
+
+    def test_the_journals_own_statements_are_not_checked_again(self):
+        # they carry their own condition on the owner token; a share lock
+        # taken before their UPDATE of the flow row would invite deadlocks
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 2)
+        with journal._journal_engine(journal.get_engine()).begin() as c:
+            self.assertFalse(journal.fence_in_transaction(c, fd.uuid, 1))
+
+    def test_one_check_per_transaction(self):
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        engine = self._task_table()
+        reads = []
+
+        def count(conn, cursor, statement, *args):
+            if 'orc_flow_details' in statement:
+                reads.append(statement)
+        sa_event.listen(engine, 'before_cursor_execute', count)
+        self.addCleanup(sa_event.remove, engine, 'before_cursor_execute',
+                        count)
+        with engine.begin() as c:
+            for value in (1, 2, 3):
+                self.assertTrue(journal.fence_in_transaction(c, fd.uuid, 1))
+                c.execute(sa.text('INSERT INTO task_writes VALUES (%d)' %
+                                  value))
+        self.assertEqual(1, len(reads))
+        self.assertTrue(self._task_write(engine, fd.uuid, 1, 4))
+        self.assertEqual(2, len(reads))
+
+    def test_the_fencing_listener_checks_a_tasks_write(self):
+        """The real listener, a run bound to the thread: the check runs
+        inside ``before_cursor_execute`` on the write's own connection."""
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        engine = self._task_table()
+        fencing.install()
+        run = engine_mod.JobRun(mock.Mock(), jobboard.Claim(
+            None, fd.uuid, 1, {}))
+        run.orchestrator.coordinator.hold_lease.return_value = None
+        fencing.enter(run)
+        self.addCleanup(fencing.leave)
+        with engine.begin() as c:
+            c.execute(sa.text('INSERT INTO task_writes VALUES (1)'))
+        journal.JournalBackend().get_connection().claim_flow(fd.uuid, 2)
+
+        def write():
+            with engine.begin() as c:
+                c.execute(sa.text('INSERT INTO task_writes VALUES (2)'))
+        self.assertRaises(orc_exc.ClaimLost, write)
+        fencing.leave()
+        self.assertTrue(run.lost)
+        self.assertEqual([1], self._task_rows())
+
     def test_a_conductor_that_lost_its_claim_cannot_write(self):
         book, fd = self._new_flow_detail()
         conn_a = self.backend.get_connection()
@@ -887,6 +994,31 @@ class _JournalTests:
         self.assertGreater(stats['seconds'], 0)
 
 
+class SameDatabaseTest(test.TestCase):
+    """Which writes the in-transaction check applies to: the journal's
+    database only (Nova's functional fixtures give the API database and
+    each cell an in-memory SQLite engine of their own)."""
+
+    def _engine(self, url):
+        engine = sa.create_engine(url)
+        self.addCleanup(engine.dispose)
+        return engine
+
+    def test_two_in_memory_sqlite_engines_are_two_databases(self):
+        a, b = self._engine('sqlite://'), self._engine('sqlite://')
+        self.assertFalse(journal._same_database(a, b))
+        self.assertTrue(journal._same_database(a, a))
+
+    def test_one_url_naming_a_server_or_a_file_is_one_database(self):
+        url = 'sqlite:///%s/api.db' % self.useFixture(
+            fixtures.TempDir()).path
+        self.assertTrue(journal._same_database(self._engine(url),
+                                               self._engine(url)))
+        self.assertFalse(journal._same_database(
+            self._engine(POSTGRESQL + '/nova_api'),
+            self._engine(POSTGRESQL + '/nova_cell1')))
+
+
 class SqliteJournalTest(_JournalTests, test.TestCase):
 
     def connection_url(self):
@@ -894,7 +1026,35 @@ class SqliteJournalTest(_JournalTests, test.TestCase):
         return 'sqlite:///%s/journal.db?timeout=1' % path
 
 
-class PostgreSQLJournalTest(_JournalTests, test.TestCase):
+class _RowLockingJournalTests(_JournalTests):
+    """Databases that lock rows (PostgreSQL, MySQL)."""
+
+    def test_a_takeover_waits_for_a_checked_write_to_commit(self):
+        """The share lock a task's write takes on the flow row orders it
+        with a takeover: the claim waits for the write's commit, so the
+        write cannot land after the new owner started."""
+        book, fd = self._new_flow_detail()
+        self.backend.get_connection().claim_flow(fd.uuid, 1)
+        engine = self._task_table()
+        claimed = threading.Event()
+
+        def takeover():
+            journal.JournalBackend().get_connection().claim_flow(fd.uuid, 2)
+            claimed.set()
+        with engine.begin() as c:
+            self.assertTrue(journal.fence_in_transaction(c, fd.uuid, 1))
+            c.execute(sa.text('INSERT INTO task_writes VALUES (1)'))
+            thread = threading.Thread(target=takeover)
+            thread.start()
+            self.assertFalse(claimed.wait(1.0))
+        thread.join(10)
+        self.assertTrue(claimed.is_set())
+        self.assertEqual([1], self._task_rows())
+        self.assertRaises(journal.FlowFenced, self._task_write, engine,
+                          fd.uuid, 1, 2)
+
+
+class PostgreSQLJournalTest(_RowLockingJournalTests, test.TestCase):
 
     def connection_url(self):
         name = 'orc_journal_%s' % uuidutils.generate_uuid(dashed=False)[:12]
@@ -914,3 +1074,26 @@ class PostgreSQLJournalTest(_JournalTests, test.TestCase):
             admin.dispose()
         self.addCleanup(drop)
         return '%s/%s' % (POSTGRESQL, name)
+
+
+class MySQLJournalTest(_RowLockingJournalTests, test.TestCase):
+    """The journal on MariaDB/MySQL (InnoDB: row locks, LOCK IN SHARE MODE
+    for the in-transaction fencing check)."""
+
+    def connection_url(self):
+        name = 'orc_journal_%s' % uuidutils.generate_uuid(dashed=False)[:12]
+        admin = sa.create_engine(MYSQL + '/mysql',
+                                 isolation_level='AUTOCOMMIT')
+        with admin.connect() as c:
+            c.execute(sa.text('CREATE DATABASE %s' % name))
+        url = '%s/%s?charset=utf8mb4' % (MYSQL, name)
+
+        def drop():
+            facade = journal._own_facades.pop(url, None)
+            if facade is not None:
+                facade.writer.get_engine().dispose()
+            with admin.connect() as c:
+                c.execute(sa.text('DROP DATABASE IF EXISTS %s' % name))
+            admin.dispose()
+        self.addCleanup(drop)
+        return url
