@@ -32,6 +32,9 @@ How an operation runs (doc/source/architecture.rst, section 4):
    to revert (FAILURE) keeps its locks and goes back to the board: it is
    reverted again after :data:`FAILED_JOB_BACKOFF` seconds, and quarantined
    (job removed, locks kept, an error logged) past ``[orc] max_resumes``.
+   A revert that failed only because a service was unreachable (the
+   database, an endpoint: :data:`OUTAGE_ERRORS`) is tried again the same
+   way but not counted: an outage is waited out.
 5. A job resumed more than ``[orc] max_resumes`` times, or journaled by a
    flow version this conductor cannot resume, is aborted: its next task
    fails with :class:`nova.orc.exception.JobAborted` and the flow reverts to
@@ -44,8 +47,11 @@ import threading
 import time
 
 import futurist
+from keystoneauth1 import exceptions as ks_exc
 from oslo_concurrency import processutils
+from oslo_db import exception as db_exc
 from oslo_log import log as logging
+import oslo_messaging as messaging
 from oslo_utils import timeutils
 from oslo_utils import uuidutils
 import taskflow.engines
@@ -90,6 +96,17 @@ JOB_SCAN_INTERVAL = 1.0
 #: seconds before a job that ended in FAILURE (its revert failed) is tried
 #: again by this conductor
 FAILED_JOB_BACKOFF = 30.0
+#: errors that say a service a revert needs could not be reached (the
+#: database, an HTTP endpoint, Cinder, the message broker, ZooKeeper for
+#: the fencing check), not that the revert is wrong: a revert failing only
+#: with these is an outage, waited out (tried again every
+#: :data:`FAILED_JOB_BACKOFF` seconds) and not counted against ``[orc]
+#: max_resumes``
+OUTAGE_ERRORS = (db_exc.DBConnectionError, ks_exc.ConnectFailure,
+                 ks_exc.ConnectTimeout,
+                 exception.CinderConnectionFailed,
+                 messaging.MessageDeliveryFailure,
+                 orc_exc.CoordinationUnavailable)
 #: seconds between two attempts to tell, after a run, whether its claim is
 #: still ours while ZooKeeper is unreachable
 CLAIM_RECHECK_INTERVAL = 5.0
@@ -944,9 +961,13 @@ class Orchestrator:
         """Automatic resumes of a flow so far: its claims after the first,
         less those before an operator's ``nova-orc job resume`` (which
         posts the job with ``claims_before_operator_resume``: a fresh
-        budget of ``[orc] max_resumes``)."""
-        return (meta['claims'] - 1 -
-                int(details.get('claims_before_operator_resume') or 0))
+        budget of ``[orc] max_resumes``) and those after a revert that
+        failed only because a service was unreachable (``outages``: an
+        outage is waited out, not counted, :meth:`_failed_in_outage`)."""
+        before_resume = (
+            int(details.get('claims_before_operator_resume') or 0) -
+            int(details.get('outages_before_operator_resume') or 0))
+        return meta['claims'] - 1 - meta.get('outages', 0) - before_resume
 
     def _abort_reason(self, flow_detail, details):
         """Why a claimed job must not go on (str), or None.
@@ -1052,9 +1073,6 @@ class Orchestrator:
                         'lost; its new owner goes on', flow_id, state)
             return
         if state != states.SUSPENDED:
-            LOG.error('Flow %s ended %s (a revert failed): its locks stay '
-                      'and its job goes back to the board, to be reverted '
-                      'again in %d s', flow_id, state, FAILED_JOB_BACKOFF)
             meta['retry_after'] = time.time() + FAILED_JOB_BACKOFF
             try:
                 with contextlib.closing(
@@ -1064,15 +1082,47 @@ class Orchestrator:
                     # conductor that claimed the job since wins
                     conn.claim_flow(flow_id, run.claim.token,
                                     lease=run.journal_lease)
-                    flow_detail = conn.get_flow_details(flow_id, lazy=True)
+                    flow_detail = conn.get_flow_details(flow_id)
+                    outage = self._failed_in_outage(flow_detail)
+                    if outage:
+                        meta['outages'] = meta.get('outages', 0) + 1
                     flow_detail.meta = meta
                     conn.update_flow_details(flow_detail)
             except Exception:
+                outage = None
                 LOG.exception('Could not journal the retry time of flow %s',
                               flow_id)
+            if outage:
+                LOG.warning('Flow %s ended %s: its revert could not reach '
+                            '%s; the outage is waited out (not counted '
+                            'against [orc] max_resumes): its locks stay and '
+                            'its job is tried again in %d s', flow_id,
+                            state, outage, FAILED_JOB_BACKOFF)
+            else:
+                LOG.error('Flow %s ended %s (a revert failed): its locks '
+                          'stay and its job goes back to the board, to be '
+                          'reverted again in %d s', flow_id, state,
+                          FAILED_JOB_BACKOFF)
             self._give_back(run, until=meta['retry_after'])
             return
         self.board.abandon(run.claim)
+
+    @staticmethod
+    def _failed_in_outage(flow_detail):
+        """What a flow whose revert failed could not reach, when each of
+        its failed reverts failed with one of :data:`OUTAGE_ERRORS`.
+
+        :param flow_detail: the flow's ``FlowDetail``, atoms loaded
+        :returns: str, the errors' names (e.g. ``'DBConnectionError'``);
+            None when a revert failed for another reason (or none did)
+        """
+        failures = [ad.revert_failure for ad in flow_detail
+                    if ad.state == states.REVERT_FAILURE and
+                    ad.revert_failure is not None]
+        matched = [f.check(*OUTAGE_ERRORS) for f in failures]
+        if not matched or None in matched:
+            return None
+        return ', '.join(sorted({cls.__name__ for cls in matched}))
 
     def _still_owned(self, run):
         """Whether ``run``'s claim is still ours, ZooKeeper outages waited

@@ -359,7 +359,10 @@ def cmd_job_resume(args, out):
             'posted_by': 'nova-orc-cli',
             # a fresh budget of [orc] max_resumes: a quarantined flow is
             # tried again, not quarantined again at once
-            'claims_before_operator_resume': flow['meta'].get('claims', 0)})
+            'claims_before_operator_resume': flow['meta'].get('claims', 0),
+            # the outages among them are in the claims above already
+            'outages_before_operator_resume': flow['meta'].get(
+                'outages', 0)})
         if not posted:
             # posted by another since the listing above: one job per flow
             print('flow %s already has a job: conductors resume it' %

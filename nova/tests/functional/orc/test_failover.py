@@ -13,6 +13,7 @@ crash matrix, ``tools/aio.d/test_failover.sh``.)
 import threading
 import time
 
+from oslo_db import exception as db_exc
 from oslo_utils import importutils
 from taskflow.patterns import linear_flow
 from taskflow.patterns import unordered_flow
@@ -609,6 +610,41 @@ class OrcFailoverTest(OrcFailoverTestBase):
             self.ctxt, server['id'])
         self.assertEqual(objects.CellMapping.CELL0_UUID,
                          mapping.cell_mapping.uuid)
+        self.assertEqual([], self.orc.coordinator().list_locks())
+
+    def test_revert_failing_in_a_database_outage_is_waited_out(self):
+        """Scheduling fails and the burial in cell0 cannot reach the
+        database three times in a row (DBConnectionError), with [orc]
+        max_resumes = 0: each failed revert is an outage, tried again after
+        the backoff and not counted, so the flow is not quarantined; once
+        the database answers the burial finishes: ERROR with the
+        scheduling fault, nothing held. (A revert failing for another
+        reason is counted: test_revert_that_kills_its_conductor_is_...)"""
+        self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
+        self.flags(max_resumes=0, group='orc')
+
+        def no_host(*args, **kwargs):
+            raise exception.NoValidHost(reason='test: no host')
+        self.stub_out(MANAGER + '._schedule_instances', no_host)
+        original = orc_manager.OrcComputeTaskManager.\
+            _create_instance_action_for_cell0
+        calls = []
+
+        def database_down_three_times(manager, *args, **kwargs):
+            calls.append(args)
+            if len(calls) <= 3:
+                raise db_exc.DBConnectionError('test: database unreachable')
+            return original(manager, *args, **kwargs)
+        self.stub_out(MANAGER + '._create_instance_action_for_cell0',
+                      database_down_three_times)
+        server = self._create_server(networks='none', expected_state='ERROR')
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual('REVERTED', flow['state'])
+        self.assertEqual(4, len(calls))
+        self.assertEqual(4, flow['meta']['claims'])
+        self.assertEqual(3, flow['meta']['outages'])
+        self.assertNotIn('quarantined', flow['meta'])
+        self.assertIn('No valid host', server['fault']['message'])
         self.assertEqual([], self.orc.coordinator().list_locks())
 
     def test_failed_revert_whose_claim_cannot_be_checked_is_not_stranded(

@@ -1,9 +1,12 @@
-"""The orchestrator's resume of a flow: as the user, or not at all."""
+"""The orchestrator's resume of a flow: as the user, or not at all; a
+revert failed in an outage is not counted."""
 
 from unittest import mock
 
 import fixtures
 
+from keystoneauth1 import exceptions as ks_exc
+from oslo_db import exception as db_exc
 from oslo_utils.fixture import uuidsentinel as uuids
 from taskflow.persistence import models
 from taskflow import states
@@ -19,6 +22,67 @@ from nova.orc.flows import names
 from nova.orc import jobboard
 from nova.orc.persistence import secrets
 from nova import test
+
+
+class FailedInOutageTest(test.NoDBTestCase):
+    """Which failed reverts are an outage (waited out, not counted against
+    ``[orc] max_resumes``): all of them failed reaching a service."""
+
+    @staticmethod
+    def _flow(*errors):
+        flow_detail = models.FlowDetail('boot', uuids.flow)
+        for i, error in enumerate(errors):
+            atom = models.TaskDetail('task%d' % i, 'task%d' % i)
+            atom.state = states.REVERTED
+            if error is not None:
+                atom.state = states.REVERT_FAILURE
+                try:
+                    raise error
+                except Exception:
+                    # as the journal gives it back: no exc_info
+                    atom.revert_failure = tf_failure.Failure.from_dict(
+                        tf_failure.Failure().to_dict())
+            flow_detail.add(atom)
+        return flow_detail
+
+    def test_reverts_that_could_not_reach_a_service_are_an_outage(self):
+        self.assertEqual(
+            'ConnectFailure, DBConnectionError',
+            engine.Orchestrator._failed_in_outage(self._flow(
+                db_exc.DBConnectionError('down'), None,
+                ks_exc.ConnectFailure('refused'))))
+
+    def test_zookeeper_unreachable_for_the_fencing_check_is_an_outage(self):
+        self.assertEqual(
+            'CoordinationUnavailable',
+            engine.Orchestrator._failed_in_outage(self._flow(
+                orc_exc.CoordinationUnavailable(reason='test'))))
+
+    def test_one_revert_failing_otherwise_is_counted(self):
+        self.assertIsNone(engine.Orchestrator._failed_in_outage(self._flow(
+            db_exc.DBConnectionError('down'), ValueError('a bug'))))
+
+    def test_a_connect_timeout_is_an_outage(self):
+        self.assertEqual('ConnectTimeout', engine.Orchestrator.
+                         _failed_in_outage(self._flow(
+                             ks_exc.ConnectTimeout('no answer'))))
+
+    def test_outages_are_not_resumes_before_or_after_an_operator_resume(
+            self):
+        # 3 outages, then 4 failed reverts: 7 claims after the first, 4 of
+        # them resumes
+        meta = {'claims': 8, 'outages': 3}
+        self.assertEqual(4, engine.Orchestrator._resumes(meta, {}))
+        # nova-orc job resume then (a fresh budget), 1 outage and 1 failed
+        # revert since: 1 resume, whatever came before
+        details = {'claims_before_operator_resume': 8,
+                   'outages_before_operator_resume': 3}
+        meta = {'claims': 11, 'outages': 4}
+        self.assertEqual(1, engine.Orchestrator._resumes(meta, details))
+
+    def test_no_failed_revert_is_no_outage(self):
+        self.assertIsNone(engine.Orchestrator._failed_in_outage(
+            self._flow(None)))
 
 
 class ResumedContextTest(test.NoDBTestCase):
