@@ -511,8 +511,9 @@ class ZooKeeperJobBoard(JobBoard):
 
         A ``posted`` node left by a job consumed just before its conductor
         died (:meth:`consume` deletes it after the job) is recognised (no
-        job on the board names the flow) and replaced, unless ``ended()``
-        says the flow ended.
+        job on the board names the flow) and replaced, by a compare-and-set
+        of its version in the job's transaction (of concurrent posters one
+        wins), unless ``ended()`` says the flow ended.
         """
         details = dict(details, flow_id=flow_id)
         job_uuid = uuidutils.generate_uuid()
@@ -524,14 +525,21 @@ class ZooKeeperJobBoard(JobBoard):
                                          ended, job_uuid)
 
     def _post_once(self, flow_id, data, ended=None, job_uuid=None,
-                   again=True):
+                   attempts=3, stale_version=None):
         client = self.coordinator.client
         marker = '%s/%s' % (self.posted_path, flow_id)
         # the marker names the job it was made with: a post asked again
         # after its answer was lost finds its own job (True), not another's
         marker_data = (job_uuid or '').encode('ascii')
         txn = client.transaction()
-        txn.create(marker, marker_data)
+        if stale_version is None:
+            txn.create(marker, marker_data)
+        else:
+            # a marker that outlived its job is taken over by a
+            # compare-and-set of its version in the job's transaction: of
+            # posters that all found it stale, one wins (a delete, then a
+            # create, would let two of them make a job each)
+            txn.set_data(marker, marker_data, version=stale_version)
         txn.create(kazoo_paths.join(
             self.path, impl_zookeeper.ZookeeperJobBoard.JOB_PREFIX), data,
             sequence=True)
@@ -541,12 +549,14 @@ class ZooKeeperJobBoard(JobBoard):
             self.changed.set()
             return True
         index, cause = failed
-        if index == 0 and isinstance(cause, kazoo_exc.NodeExistsError):
+        replace = None
+        if index == 0 and isinstance(cause, (kazoo_exc.NodeExistsError,
+                                             kazoo_exc.BadVersionError)):
             try:
-                existing, _stat = self.coordinator.wait(
+                existing, stat = self.coordinator.wait(
                     client.get_async(marker))
             except kazoo_exc.NoNodeError:
-                existing = None
+                existing, stat = None, None
             if job_uuid and existing == marker_data:
                 return True  # ours: the first attempt's answer was lost
             if flow_id in self._flows_with_job():
@@ -556,17 +566,20 @@ class ZooKeeperJobBoard(JobBoard):
             if ended is not None and ended():
                 LOG.info('Flow %s ran and ended: not posted again', flow_id)
                 return False
-            LOG.warning('Flow %s: its posted marker outlived its job; '
-                        'replacing it', flow_id)
-            self._delete_quietly(marker)
+            if stat is not None:
+                LOG.warning('Flow %s: its posted marker outlived its job; '
+                            'replacing it', flow_id)
+                replace = stat.version
         elif isinstance(cause, kazoo_exc.NoNodeError):
-            # the board's folders were removed meanwhile (tests, operators)
+            # the board's folders were removed meanwhile (tests, operators),
+            # or the stale marker was (a consume): created again
             self.coordinator.wait(client.ensure_path_async(self.posted_path))
             self.coordinator.wait(client.ensure_path_async(self.path))
-        if again and isinstance(cause, (kazoo_exc.NodeExistsError,
-                                        kazoo_exc.NoNodeError)):
+        if attempts > 1 and isinstance(cause, (kazoo_exc.NodeExistsError,
+                                               kazoo_exc.NoNodeError,
+                                               kazoo_exc.BadVersionError)):
             return self._post_once(flow_id, data, ended, job_uuid,
-                                   again=False)
+                                   attempts - 1, stale_version=replace)
         raise orc_exc.CoordinationUnavailable(
             reason='job board %s: posting flow %s failed: %r' % (
                 self.path, flow_id, cause))
@@ -667,15 +680,38 @@ class ZooKeeperJobBoard(JobBoard):
         except (tf_exc.JobFailure, tf_exc.NotFound) as e:
             LOG.warning('Not consuming job of flow %s: %s', claim.flow_id, e)
             return
-        for path in (self.aborts_path, self.posted_path):
+        for delete, path in (
+                (self._delete_quietly, '%s/%s' % (self.aborts_path,
+                                                  claim.flow_id)),
+                (functools.partial(self._delete_marker, claim.job.uuid),
+                 '%s/%s' % (self.posted_path, claim.flow_id))):
             try:
-                self.coordinator.retrying(self._delete_quietly,
-                                          '%s/%s' % (path, claim.flow_id))
+                self.coordinator.retrying(delete, path)
             except orc_exc.CoordinationUnavailable as e:
                 # a posted marker left behind is replaced by the next post
                 # of the flow, an abort request by the next consume
                 LOG.warning('Job of flow %s consumed; %s: %s',
                             claim.flow_id, path, e)
+
+    def _delete_marker(self, job_uuid, path):
+        """Delete the posted marker ``path`` if it still names the job
+        ``job_uuid`` (at the version read): a consume retried after an
+        outage must not delete the marker a later post of the flow made
+        (its job would then have no marker, and a third post a second
+        job)."""
+        wait, client = self.coordinator.wait, self.coordinator.client
+        try:
+            data, stat = wait(client.get_async(path))
+        except kazoo_exc.NoNodeError:
+            return
+        if data not in (job_uuid.encode('ascii'), b''):
+            LOG.info('Posted marker %s names another job than the one '
+                     'consumed (%s): left to it', path, job_uuid)
+            return
+        try:
+            wait(client.delete_async(path, version=stat.version))
+        except (kazoo_exc.NoNodeError, kazoo_exc.BadVersionError):
+            pass
 
     def _delete_quietly(self, path):
         """Delete ``path`` (bounded), if it exists."""

@@ -789,13 +789,12 @@ class OrcFailoverTest(OrcFailoverTestBase):
         posts = []
 
         def post_once(board, flow_id, data, ended=None, job_uuid=None,
-                      again=True):
+                      **kwargs):
             if not lost:
                 lost.append(board.coordinator.session_id())
                 test_coordination._expire_session(board.coordinator)
             posts.append(flow_id)
-            return original(board, flow_id, data, ended, job_uuid,
-                            again=again)
+            return original(board, flow_id, data, ended, job_uuid, **kwargs)
         self.stub_out('nova.orc.jobboard.ZooKeeperJobBoard._post_once',
                       post_once)
         server = self._create_server(networks='none')

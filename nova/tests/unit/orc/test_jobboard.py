@@ -71,7 +71,9 @@ class _BoardTestBase(test.NoDBTestCase):
 
 class OneJobPerFlowTest(_BoardTestBase):
 
-    def test_concurrent_posts_of_one_flow_make_one_job(self):
+    def _assert_eight_concurrent_posts_make_one_job(self):
+        """Eight posts of one flow from the two boards, through a barrier:
+        one says posted, the flow has one job."""
         results = []
         barrier = threading.Barrier(8)
 
@@ -88,6 +90,9 @@ class OneJobPerFlowTest(_BoardTestBase):
         self.assertEqual(1, results.count(True), results)
         self.assertEqual({uuids.flow: 1},
                          {f: len(n) for f, n in self._job_nodes().items()})
+
+    def test_concurrent_posts_of_one_flow_make_one_job(self):
+        self._assert_eight_concurrent_posts_make_one_job()
 
     def test_post_asked_again_after_a_lost_answer_posts_nothing(self):
         self.assertTrue(self._post(self.board_a))
@@ -130,6 +135,31 @@ class OneJobPerFlowTest(_BoardTestBase):
                                         uuids.flow))
         self.assertTrue(self._post(self.board_a))
         self.assertEqual(1, len(self._job_nodes()[uuids.flow]))
+
+    def test_concurrent_posts_replacing_a_stale_marker_make_one_job(self):
+        # the adopter and an operator's job resume (or two adopters) both
+        # find the marker stale: one replaces it, the others see its job
+        self.a.client.create('%s/%s' % (self.board_a.posted_path,
+                                        uuids.flow))
+        self._assert_eight_concurrent_posts_make_one_job()
+
+    def test_a_stale_marker_deleted_meanwhile_is_created_again(self):
+        # a poster found the marker stale, a consume deleted it before the
+        # poster's compare-and-set: the post creates it, not an error
+        data = b'{"details": {"flow_id": "%s"}}' % uuids.flow.encode()
+        self.assertTrue(self.board_a._post_once(
+            uuids.flow, data, None, uuids.job, attempts=2, stale_version=0))
+        self.assertEqual(1, len(self._job_nodes()[uuids.flow]))
+
+    def test_a_consume_leaves_the_marker_of_a_later_post(self):
+        # a consume retried after an outage, once the flow was posted again
+        # (an operator's job resume): the marker names the new job, stays
+        path = '%s/%s' % (self.board_a.posted_path, uuids.flow)
+        self.a.client.create(path, uuids.new_job.encode())
+        self.board_a._delete_marker(uuids.old_job, path)
+        self.assertEqual(uuids.new_job.encode(), self.a.client.get(path)[0])
+        self.board_a._delete_marker(uuids.new_job, path)
+        self.assertIsNone(self.a.client.exists(path))
 
     def test_a_flow_that_ran_and_ended_is_not_posted_again(self):
         # its poster was paused between journaling it and posting its job;
