@@ -24,6 +24,11 @@ from nova.orc.tasks import base
 
 LOG = logging.getLogger(__name__)
 
+#: the event stock ``ComputeTaskManager._create_instance_action_for_cell0``
+#: records in the ``create`` action of an instance buried in cell0
+#: (a functional test compares a resumed burial's events with stock's)
+CELL0_CREATE_EVENT = 'conductor_schedule_and_build_instances'
+
 #: how a build learns that its server was deleted meanwhile: stock's build
 #: ends quietly on them (logged at info, no fault on the deleted record)
 DELETED_DURING_BUILD = (exception.InstanceNotFound,
@@ -168,11 +173,14 @@ class BuryInCell0OnFailure(base.OrcTask):
             mapping.cell_mapping = cell0
             mapping.save()
         with nova_context.target_cell(context, cell0) as cctxt:
-            if objects.InstanceAction.get_by_request_id(
-                    cctxt, uuid, cctxt.request_id) is None:
+            action = objects.InstanceAction.get_by_request_id(
+                cctxt, uuid, cctxt.request_id)
+            if action is None:
                 orc_exc.call_handling(
                     exc, self.manager._create_instance_action_for_cell0,
                     cctxt, instance, exc)
+            else:
+                self._finish_cell0_action(cctxt, action, uuid, exc)
             if bdms and not objects.BlockDeviceMappingList.\
                     get_by_instance_uuid(cctxt, uuid):
                 self.manager._create_block_device_mapping(
@@ -193,6 +201,30 @@ class BuryInCell0OnFailure(base.OrcTask):
             # the user deleted it meanwhile: stock destroys the record
             with nova_context.target_cell(context, cell0):
                 instance.destroy()
+
+    def _finish_cell0_action(self, context, action, instance_uuid, exc):
+        """The failed event of a ``create`` action an earlier run made in
+        cell0 and stopped before finishing (stock
+        ``_create_instance_action_for_cell0`` writes the action, then starts
+        the event, then finishes it with the failure): each part that is
+        missing, so the action says ``Error`` as stock's does.
+
+        :param context: RequestContext targeted at cell0
+        :param action: the ``InstanceAction`` found for the request
+        :param exc: the exception that made the flow bury the instance
+        """
+        events = [e for e in objects.InstanceActionEventList.get_by_action(
+            context, action.id) if e.event == CELL0_CREATE_EVENT]
+        if events and events[0].finish_time is not None:
+            return
+        if not events:
+            objects.InstanceActionEvent.event_start(
+                context, instance_uuid, CELL0_CREATE_EVENT, want_result=False,
+                host=self.manager.host)
+        exc = orc_exc.with_traceback(exc)
+        objects.InstanceActionEvent.event_finish_with_failure(
+            context, instance_uuid, CELL0_CREATE_EVENT, exc_val=exc,
+            exc_tb=exc.__traceback__, want_result=False)
 
 
 class BuryGroupInCell0OnFailure(base.OrcTask):

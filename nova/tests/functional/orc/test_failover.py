@@ -18,6 +18,7 @@ from oslo_utils import importutils
 from taskflow.patterns import linear_flow
 from taskflow.patterns import unordered_flow
 
+from nova.db.main import api as main_db_api
 from nova import exception
 from nova import objects
 from nova.orc.compute import manager as orc_compute
@@ -611,6 +612,47 @@ class OrcFailoverTest(OrcFailoverTestBase):
         self.assertEqual(objects.CellMapping.CELL0_UUID,
                          mapping.cell_mapping.uuid)
         self.assertEqual([], self.orc.coordinator().list_locks())
+
+    def _create_action_events(self, server):
+        """``[(event, result)]`` of the server's ``create`` action."""
+        [action] = self.api.get_instance_actions(server['id'])
+        details = self.api.get_instance_action_details(
+            server['id'], action['request_id'])
+        return action['message'], sorted(
+            (e['event'], e['result']) for e in details['events'])
+
+    def test_burial_stopped_between_action_and_event_is_finished(self):
+        """Scheduling fails; stock's burial in cell0 stops after the create
+        action, before its event (the event's start fails once): the
+        resumed revert finds the action and adds the failed event, so the
+        action reads as a plain burial's does (stock's, for another
+        server), not as an action without events."""
+        self.stub_out('nova.orc.engine.FAILED_JOB_BACKOFF', 0.5)
+
+        def no_host(*args, **kwargs):
+            raise exception.NoValidHost(reason='test: no host')
+        self.stub_out(MANAGER + '._schedule_instances', no_host)
+        plain = self._create_server(networks='none', expected_state='ERROR')
+        self._wait_for_flow_end(plain['id'])
+        event_start = main_db_api.action_event_start
+        failed = []
+
+        def fails_once(context, values):
+            if values['event'] == instance_tasks.CELL0_CREATE_EVENT and \
+                    not failed:
+                failed.append(values['instance_uuid'])
+                raise exception.DBNotAllowed(binary='test: database gone')
+            return event_start(context, values)
+        self.stub_out('nova.db.main.api.action_event_start', fails_once)
+        server = self._create_server(networks='none', expected_state='ERROR')
+        flow = self._wait_for_flow_end(server['id'])
+        self.assertEqual([server['id']], failed)
+        self.assertEqual('REVERTED', flow['state'])
+        self.assertEqual(2, flow['meta']['claims'])
+        expected = self._create_action_events(plain)
+        self.assertEqual(('Error', [(instance_tasks.CELL0_CREATE_EVENT,
+                                     'Error')]), expected)
+        self.assertEqual(expected, self._create_action_events(server))
 
     def test_revert_failing_in_a_database_outage_is_waited_out(self):
         """Scheduling fails and the burial in cell0 cannot reach the
