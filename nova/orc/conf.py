@@ -111,6 +111,19 @@ orc_opts = [
              'flow to create the instance records (where stock\'s conductor '
              'returns) before returning anyway; the rest of the flow (host '
              'steps, spawn) never holds the RPC thread.'),
+    cfg.FloatOpt(
+        'peer_claim_delay',
+        default=2.0,
+        min=0.0,
+        help='Seconds a job posted by a live conductor stays reserved to it '
+             'before any other conductor with a free worker may run it (its '
+             'poster is at max_workers, or slow to claim): new requests do '
+             'not wait for a busy conductor while its peers idle. The RPC '
+             'handler that posted the job stops waiting for its handoff '
+             'after as long when the job does not run there. Needs [orc] '
+             'secret_key (the peer unseals the request\'s secrets and the '
+             'user\'s token from the journal); without it a job runs only '
+             'where it was posted while its poster lives.'),
     cfg.IntOpt(
         'host_call_attempts',
         default=3,

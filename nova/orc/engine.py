@@ -20,8 +20,10 @@ How an operation runs (doc/source/architecture.rst, section 4):
    :data:`ORPHAN_SCAN_INTERVAL` seconds one live conductor posts the job of
    such a flow (:meth:`Orchestrator.adopt_orphans`).
 2. The conductor loop of every orchestrator watches the board and claims
-   jobs: its own at once, others' only when their poster is gone (a job
-   left unclaimed by a dead conductor). The claim's fencing token goes with
+   jobs: its own at once, others' when their poster is gone (a job left
+   unclaimed by a dead conductor) or, with ``[orc] secret_key``, once it
+   has seen them unclaimed for ``[orc] peer_claim_delay`` seconds (their
+   poster is busy: every worker taken). The claim's fencing token goes with
    every host-side call of the run.
 3. :meth:`Orchestrator._run_claimed` rebuilds the flow from the journal
    (``taskflow.engines.flow_from_detail``), binds the run to its tasks, and
@@ -107,6 +109,9 @@ OUTAGE_ERRORS = (db_exc.DBConnectionError, ks_exc.ConnectFailure,
                  exception.CinderConnectionFailed,
                  messaging.MessageDeliveryFailure,
                  orc_exc.CoordinationUnavailable)
+#: seconds between two looks, while an RPC handler waits for its flow's
+#: handoff, at whether the flow runs here at all
+HANDOFF_POLL_INTERVAL = 0.2
 #: seconds between two attempts to tell, after a run, whether its claim is
 #: still ours while ZooKeeper is unreachable
 CLAIM_RECHECK_INTERVAL = 5.0
@@ -351,6 +356,9 @@ class Orchestrator:
         #: flow id -> monotonic time before which a failed job is not
         #: claimed again by this conductor
         self._backoff = {}
+        #: flow id -> monotonic time this conductor first saw its job
+        #: unclaimed ([orc] peer_claim_delay)
+        self._unclaimed_since = {}
         self._started = False
         self._stopping = threading.Event()
         self._loop = None
@@ -574,7 +582,14 @@ class Orchestrator:
         return self.board.post(flow_detail.uuid, book, {
             'operation': meta['operation'],
             'instance_uuid': meta['instance_uuid'], 'book': book.uuid,
-            'posted_by': self.owner},
+            'posted_by': self.owner,
+            # who else may run it while its poster lives (_may_claim): a
+            # conductor of a version that resumes it, able to unseal
+            'version': meta.get('version'),
+            'needs_secrets': bool(meta.get('secrets_given') or
+                                  meta.get('user_auth_given')),
+            'key_check': (secrets.key_check() if meta.get('sealed_secrets')
+                          else None)},
             ended=lambda: self.flow_ended(flow_detail.uuid))
 
     def release_leftover_locks(self):
@@ -664,11 +679,45 @@ class Orchestrator:
             event = self._handoffs.get(flow_id)
         if event is None:
             return True
+        start = time.monotonic()
+        deadline = start + timeout
         try:
-            return event.wait(timeout)
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                if event.wait(min(remaining, HANDOFF_POLL_INTERVAL)):
+                    return True
+                if self._run_elsewhere(flow_id, start):
+                    return False
         finally:
             with self._lock:
                 self._handoffs.pop(flow_id, None)
+                if CONF.orc.secret_key and flow_id not in self._runs:
+                    # not running here as the handler returns: whoever
+                    # runs it (here later, or a peer) unseals its secrets
+                    self._transient.pop(flow_id, None)
+
+    def _run_elsewhere(self, flow_id, posted_at):
+        """Whether the job of flow ``flow_id``, posted here at
+        ``posted_at`` (monotonic), is left to the other conductors: with
+        ``[orc] secret_key``, once ``[orc] peer_claim_delay`` passed and it
+        does not run here (every worker here busy, or a peer claimed it).
+        Its transient inputs are dropped then (whoever runs it unseals them
+        from the journal), so that the RPC thread waiting for its handoff
+        is not held for a job this conductor may never run."""
+        if not CONF.orc.secret_key or (
+                time.monotonic() - posted_at < CONF.orc.peer_claim_delay):
+            return False
+        with self._lock:
+            if flow_id in self._runs:
+                return False
+            self._transient.pop(flow_id, None)
+        LOG.info('Flow %s is not running here after %.1f s (every worker '
+                 'busy, or a peer took it): its RPC handler returns, '
+                 'whoever runs it unseals its secrets', flow_id,
+                 CONF.orc.peer_claim_delay)
+        return True
 
     def _handed_off(self, flow_id):
         with self._lock:
@@ -703,17 +752,55 @@ class Orchestrator:
                 self._stopping.wait(JOB_SCAN_INTERVAL)
 
     def _may_claim(self, job):
+        """Whether this conductor may claim ``job`` now: a job of its
+        own, or of a poster that is gone, at once; a live peer's job once
+        this conductor has seen it unclaimed for ``[orc] peer_claim_delay``
+        seconds (its poster is busy or slow), and only with ``[orc]
+        secret_key`` (the request's secrets are unsealed here)."""
         flow_id, posted_by = self.board.job_identity(job)
         with self._lock:
             if flow_id in self._runs:
                 return False
             if self._backoff.get(flow_id, 0) > time.monotonic():
                 return False
-        # a job's poster runs it, unless the poster is gone
-        return posted_by == self.owner or not self.board.is_alive(posted_by)
+            unclaimed_since = self._unclaimed_since.get(flow_id)
+        if posted_by == self.owner or not self.board.is_alive(posted_by):
+            return True
+        if not CONF.orc.secret_key or unclaimed_since is None or (
+                time.monotonic() - unclaimed_since <
+                CONF.orc.peer_claim_delay):
+            return False
+        return self._can_run_a_peers_job(self.board.job_details(job))
+
+    @staticmethod
+    def _can_run_a_peers_job(details):
+        """Whether a job a live peer posted can run here as well as there:
+        its flow at a version this conductor resumes, and its sealed
+        secrets sealed with this conductor's key (a rolling change of
+        ``[orc] secret_key`` or of a flow's version must not turn a peer's
+        boot into a revert). A job posted by a conductor that did not say
+        (an older one) stays with its poster.
+
+        :param details: dict, the job's details (:meth:`post_job`)
+        """
+        if 'needs_secrets' not in details:
+            return False
+        module = flows.FACTORIES.get(details.get('operation'))
+        if module is None or (
+                details.get('version') not in module.RESUMABLE_VERSIONS):
+            return False
+        return not details['needs_secrets'] or secrets.same_key(
+            details.get('key_check'))
 
     def _claim_jobs(self):
-        for job in self.board.claimable():
+        claimable = self.board.claimable()
+        now = time.monotonic()
+        flow_ids = {self.board.job_identity(job)[0] for job in claimable}
+        with self._lock:
+            self._unclaimed_since = {
+                flow_id: self._unclaimed_since.get(flow_id, now)
+                for flow_id in flow_ids}
+        for job in claimable:
             if self._stopping.is_set():
                 return
             with self._lock:

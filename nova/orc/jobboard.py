@@ -143,6 +143,10 @@ class JobBoard:
         """``(flow_id, posted_by)`` of a job handle."""
         raise NotImplementedError()
 
+    def job_details(self, job):
+        """The details a job was posted with (a dict) of a job handle."""
+        raise NotImplementedError()
+
     def is_alive(self, owner):
         """True while the conductor ``owner`` (a claim owner name) is
         connected to this board."""
@@ -256,6 +260,11 @@ class MemoryJobBoard(JobBoard):
         with self._shared['lock']:
             record = self._shared['jobs'].get(job) or {'details': {}}
             return job, record['details'].get('posted_by')
+
+    def job_details(self, job):
+        with self._shared['lock']:
+            record = self._shared['jobs'].get(job) or {'details': {}}
+            return dict(record['details'])
 
     def is_alive(self, owner):
         return any(b.owner == owner for b in list(self._shared['boards']))
@@ -625,6 +634,9 @@ class ZooKeeperJobBoard(JobBoard):
 
     def job_identity(self, job):
         return job.details.get('flow_id'), job.details.get('posted_by')
+
+    def job_details(self, job):
+        return dict(job.details)
 
     def is_alive(self, owner):
         if not owner:

@@ -54,3 +54,28 @@ def unseal(sealed):
     except fernet.InvalidToken:
         raise ValueError('[orc] secret_key of this conductor is not the key '
                          'the secrets were sealed with')
+
+
+#: what :func:`key_check` seals
+_KEY_CHECK = b'nova-orc secret_key'
+
+
+def key_check():
+    """A token only a conductor with the same ``[orc] secret_key`` can
+    open (:func:`same_key`), for a job's details: who may run a job whose
+    secrets are sealed. No more exposed than the sealed secrets themselves
+    (both are Fernet tokens of the key). None without a key."""
+    box = _fernet()
+    return None if box is None else box.encrypt(_KEY_CHECK).decode('ascii')
+
+
+def same_key(token):
+    """Whether this conductor's ``[orc] secret_key`` made ``token`` (a
+    :func:`key_check`); False without a key or a token."""
+    box = _fernet()
+    if box is None or not token:
+        return False
+    try:
+        return box.decrypt(token.encode('ascii')) == _KEY_CHECK
+    except (fernet.InvalidToken, ValueError, TypeError):
+        return False

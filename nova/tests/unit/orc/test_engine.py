@@ -1,5 +1,6 @@
 """The orchestrator's resume of a flow: as the user, or not at all; a
-revert failed in an outage is not counted."""
+revert failed in an outage is not counted; a busy conductor's new jobs go
+to its idle peers."""
 
 from unittest import mock
 
@@ -8,6 +9,7 @@ import fixtures
 from keystoneauth1 import exceptions as ks_exc
 from oslo_db import exception as db_exc
 from oslo_utils.fixture import uuidsentinel as uuids
+from oslo_utils import uuidutils
 from taskflow.persistence import models
 from taskflow import states
 from taskflow.types import failure as tf_failure
@@ -22,6 +24,148 @@ from nova.orc.flows import names
 from nova.orc import jobboard
 from nova.orc.persistence import secrets
 from nova import test
+
+
+class PeerClaimTest(test.NoDBTestCase):
+    """A job posted by a live conductor that does not run it (every worker
+    busy) is taken by an idle peer after ``[orc] peer_claim_delay``, and
+    the poster's RPC handler stops waiting for it; without ``[orc]
+    secret_key`` (the peer could not unseal the request's secrets) it
+    stays with its poster. Two orchestrators on one in-memory board, their
+    conductor loops not started: each step is called here."""
+
+    def setUp(self):
+        super().setUp()
+        self.flags(coordination_url='memory://peer-claim-%s' %
+                   uuidutils.generate_uuid(), group='orc')
+        self.flags(secret_key='peer-claim-test', peer_claim_delay=2.0,
+                   max_workers=1, group='orc')
+        self.poster = self._orchestrator()
+        self.peer = self._orchestrator()
+        self.now = 1000.0
+        self.useFixture(fixtures.MockPatchObject(
+            engine.time, 'monotonic', side_effect=lambda: self.now))
+
+    def _orchestrator(self):
+        orchestrator = engine.Orchestrator(manager=None)
+        orchestrator.board.connect()
+        self.addCleanup(orchestrator.board.close)
+        # runs are submitted, not run
+        orchestrator._job_executor = mock.Mock()
+        return orchestrator
+
+    def _post(self, **details):
+        # as post_job posts a boot whose secrets are sealed
+        self.poster.board.post(uuids.flow, None, dict({
+            'posted_by': self.poster.owner, 'operation': boot.NAME,
+            'version': boot.VERSION, 'needs_secrets': True,
+            'key_check': secrets.key_check()}, **details))
+
+    def _claimed_by_the_peer_after_the_delay(self):
+        self._busy(self.poster)
+        self.peer._claim_jobs()
+        self.now += 60
+        self.peer._claim_jobs()
+        return self._claimed(self.peer) == [uuids.flow]
+
+    def _busy(self, orchestrator):
+        orchestrator._runs[uuids.other_flow] = mock.sentinel.run
+
+    def _claimed(self, orchestrator):
+        return [call.args[1].claim.flow_id for call in
+                orchestrator._job_executor.submit.call_args_list]
+
+    def test_a_busy_posters_job_goes_to_an_idle_peer_after_the_delay(self):
+        self._busy(self.poster)
+        self._post()
+        self.poster._claim_jobs()
+        self.peer._claim_jobs()
+        self.assertEqual([], self._claimed(self.poster) +
+                         self._claimed(self.peer))
+        self.now += 1.9
+        self.peer._claim_jobs()
+        self.assertEqual([], self._claimed(self.peer))
+        self.now += 0.1
+        self.peer._claim_jobs()
+        self.assertEqual([uuids.flow], self._claimed(self.peer))
+
+    def test_a_free_poster_runs_its_job_at_once(self):
+        self._post()
+        self.peer._claim_jobs()
+        self.poster._claim_jobs()
+        self.assertEqual([uuids.flow], self._claimed(self.poster))
+        self.now += 10
+        self.peer._claim_jobs()
+        self.assertEqual([], self._claimed(self.peer))
+
+    def test_without_the_secret_key_the_job_waits_for_its_poster(self):
+        self.flags(secret_key=None, group='orc')
+        self._busy(self.poster)
+        self._post()
+        self.peer._claim_jobs()
+        self.now += 60
+        self.peer._claim_jobs()
+        self.assertEqual([], self._claimed(self.peer))
+
+    def test_a_peer_with_another_key_leaves_the_job_to_its_poster(self):
+        self._post(key_check=secrets.key_check())
+        self.flags(secret_key='another key', group='orc')
+        self.assertFalse(self._claimed_by_the_peer_after_the_delay())
+
+    def test_a_job_without_secrets_needs_no_common_key(self):
+        self._post(needs_secrets=False, key_check=None)
+        self.flags(secret_key='another key', group='orc')
+        self.assertTrue(self._claimed_by_the_peer_after_the_delay())
+
+    def test_a_flow_version_the_peer_cannot_resume_stays_with_its_poster(
+            self):
+        # a rolling upgrade: the poster runs a newer boot flow
+        self._post(version=max(boot.RESUMABLE_VERSIONS) + 1)
+        self.assertFalse(self._claimed_by_the_peer_after_the_delay())
+
+    def test_a_job_of_a_conductor_that_did_not_say_stays_with_it(self):
+        self.poster.board.post(uuids.flow, None,
+                               {'posted_by': self.poster.owner})
+        self.assertFalse(self._claimed_by_the_peer_after_the_delay())
+
+    def test_a_handler_that_times_out_drops_the_secrets_of_a_job_not_here(
+            self):
+        self._handoff_pending()
+        self.flags(peer_claim_delay=3600.0, group='orc')
+        self.assertFalse(self.poster.wait_for_handoff(uuids.flow, 0))
+        self.assertNotIn(uuids.flow, self.poster._transient)
+
+    def _handoff_pending(self):
+        self.poster._handoffs[uuids.flow] = engine.threading.Event()
+        self.poster._transient[uuids.flow] = {'secret': 'in memory'}
+
+    def test_the_posters_rpc_handler_does_not_wait_for_a_job_run_elsewhere(
+            self):
+        self._handoff_pending()
+        self.assertFalse(self.poster._run_elsewhere(uuids.flow, self.now))
+        self.assertIn(uuids.flow, self.poster._transient)
+        self.now += 2.0
+        self.assertTrue(self.poster._run_elsewhere(uuids.flow, 1000.0))
+        # whoever runs it unseals the secrets from the journal
+        self.assertNotIn(uuids.flow, self.poster._transient)
+
+    def test_a_job_running_here_keeps_its_handler_and_secrets(self):
+        self._handoff_pending()
+        self.poster._runs[uuids.flow] = mock.sentinel.run
+        self.now += 30
+        self.assertFalse(self.poster._run_elsewhere(uuids.flow, 1000.0))
+        self.flags(secret_key=None, group='orc')
+        del self.poster._runs[uuids.flow]
+        self.assertFalse(self.poster._run_elsewhere(uuids.flow, 1000.0))
+        self.assertIn(uuids.flow, self.poster._transient)
+
+    def test_wait_for_handoff_returns_once_the_job_runs_elsewhere(self):
+        self._handoff_pending()
+        self.flags(peer_claim_delay=0.0, group='orc')
+        self.useFixture(fixtures.MockPatchObject(
+            engine, 'HANDOFF_POLL_INTERVAL', 0.01))
+        self.assertFalse(self.poster.wait_for_handoff(uuids.flow, 3600))
+        self.assertEqual({}, self.poster._handoffs)
 
 
 class FailedInOutageTest(test.NoDBTestCase):
