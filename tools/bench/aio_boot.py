@@ -5,9 +5,12 @@ N servers (``--nic none``, m1.nano, the aio image) one after the other
 through openstacksdk, waits until all are ACTIVE, and prints
 ``LABEL wall SECONDS`` (first POST to last ACTIVE); then deletes them and
 waits until they are gone. A server in ERROR fails the round.
+``--when-active CMD``: a shell command run once all are ACTIVE, before the
+deletes (tools/bench/aio-boot --profile stops its profilers there).
 """
 
 import argparse
+import subprocess
 import sys
 import time
 
@@ -18,6 +21,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--servers', type=int, default=20)
     parser.add_argument('--label', required=True)
+    parser.add_argument('--when-active', metavar='CMD')
     args = parser.parse_args()
     conn = openstack.connect(compute_api_version='2.37')
     image = conn.image.find_image('cirros-fake')
@@ -39,6 +43,8 @@ def main():
     wall = time.perf_counter() - t0
     if pending:
         sys.exit('%d servers not ACTIVE after 1800 s' % len(pending))
+    if args.when_active:
+        subprocess.run(args.when_active, shell=True, check=True)
     print('%s wall %.2f' % (args.label, wall))
     sys.stdout.flush()
     for server in servers:
