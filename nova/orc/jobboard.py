@@ -140,8 +140,9 @@ class JobBoard:
         raise NotImplementedError()
 
     def job_identity(self, job):
-        """``(flow_id, posted_by)`` of a job handle."""
-        raise NotImplementedError()
+        """``(flow_id, posted_by)`` of a job handle (from its details)."""
+        details = self.job_details(job)
+        return details.get('flow_id'), details.get('posted_by')
 
     def job_details(self, job):
         """The details a job was posted with (a dict) of a job handle."""
@@ -255,11 +256,6 @@ class MemoryJobBoard(JobBoard):
         with self._shared['lock']:
             return [fid for fid, job in self._shared['jobs'].items()
                     if job['owner'] is None]
-
-    def job_identity(self, job):
-        with self._shared['lock']:
-            record = self._shared['jobs'].get(job) or {'details': {}}
-            return job, record['details'].get('posted_by')
 
     def job_details(self, job):
         with self._shared['lock']:
@@ -631,9 +627,6 @@ class ZooKeeperJobBoard(JobBoard):
             except tf_exc.JobFailure as e:
                 LOG.info('Could not read the new jobs yet: %s', e)
         return [job for name, job in jobs.items() if name in unclaimed]
-
-    def job_identity(self, job):
-        return job.details.get('flow_id'), job.details.get('posted_by')
 
     def job_details(self, job):
         return dict(job.details)

@@ -1054,26 +1054,35 @@ class _RowLockingJournalTests(_JournalTests):
                           fd.uuid, 1, 2)
 
 
+def _database_of_its_own(test_case, server_url, admin_database,
+                         drop_statement, url_suffix=''):
+    """A new database on the server ``server_url`` for ``test_case``,
+    dropped at its clean-up (the journal engine made for it disposed
+    first); returns its URL."""
+    name = 'orc_journal_%s' % uuidutils.generate_uuid(dashed=False)[:12]
+    admin = sa.create_engine('%s/%s' % (server_url, admin_database),
+                             isolation_level='AUTOCOMMIT')
+    with admin.connect() as c:
+        c.execute(sa.text('CREATE DATABASE %s' % name))
+    url = '%s/%s%s' % (server_url, name, url_suffix)
+
+    def drop():
+        facade = journal._own_facades.pop(url, None)
+        if facade is not None:
+            facade.writer.get_engine().dispose()
+        with admin.connect() as c:
+            c.execute(sa.text(drop_statement % name))
+        admin.dispose()
+    test_case.addCleanup(drop)
+    return url
+
+
 class PostgreSQLJournalTest(_RowLockingJournalTests, test.TestCase):
 
     def connection_url(self):
-        name = 'orc_journal_%s' % uuidutils.generate_uuid(dashed=False)[:12]
-        admin = sa.create_engine(POSTGRESQL + '/postgres',
-                                 isolation_level='AUTOCOMMIT')
-        with admin.connect() as c:
-            c.execute(sa.text('CREATE DATABASE %s' % name))
-
-        def drop():
-            engine = journal._own_facades.pop(
-                '%s/%s' % (POSTGRESQL, name), None)
-            if engine is not None:
-                engine.writer.get_engine().dispose()
-            with admin.connect() as c:
-                c.execute(sa.text('DROP DATABASE IF EXISTS %s WITH (FORCE)'
-                                  % name))
-            admin.dispose()
-        self.addCleanup(drop)
-        return '%s/%s' % (POSTGRESQL, name)
+        return _database_of_its_own(
+            self, POSTGRESQL, 'postgres',
+            'DROP DATABASE IF EXISTS %s WITH (FORCE)')
 
 
 class MySQLJournalTest(_RowLockingJournalTests, test.TestCase):
@@ -1081,19 +1090,6 @@ class MySQLJournalTest(_RowLockingJournalTests, test.TestCase):
     for the in-transaction fencing check)."""
 
     def connection_url(self):
-        name = 'orc_journal_%s' % uuidutils.generate_uuid(dashed=False)[:12]
-        admin = sa.create_engine(MYSQL + '/mysql',
-                                 isolation_level='AUTOCOMMIT')
-        with admin.connect() as c:
-            c.execute(sa.text('CREATE DATABASE %s' % name))
-        url = '%s/%s?charset=utf8mb4' % (MYSQL, name)
-
-        def drop():
-            facade = journal._own_facades.pop(url, None)
-            if facade is not None:
-                facade.writer.get_engine().dispose()
-            with admin.connect() as c:
-                c.execute(sa.text('DROP DATABASE IF EXISTS %s' % name))
-            admin.dispose()
-        self.addCleanup(drop)
-        return url
+        return _database_of_its_own(self, MYSQL, 'mysql',
+                                    'DROP DATABASE IF EXISTS %s',
+                                    url_suffix='?charset=utf8mb4')
