@@ -135,10 +135,13 @@ orc_opts = [
              'on it within rpc_response_timeout). The steps are idempotent '
              'and fenced: a compute that did the step answers with the '
              'recorded result, one that is doing it makes the second call '
-             'wait for the first. The long steps (networks, block devices, '
-             'spawn and their undos) stay alive while the compute works on '
-             'them through heartbeats (call_monitor_timeout, as Nova\'s long '
-             'calls) up to [DEFAULT] long_rpc_timeout.'),
+             'wait for the first, and a late copy of a step its flow undid '
+             'is refused. Every step and undo stays alive while the compute '
+             'works on it or waits for its locks, through heartbeats '
+             '(call_monitor_timeout, as Nova\'s long calls), up to '
+             '[DEFAULT] long_rpc_timeout. An undo that still gets no answer '
+             'fails its revert: the job asks again (max_resumes), never '
+             'drops it and moves on.'),
     cfg.IntOpt(
         'max_resumes',
         default=3,

@@ -103,7 +103,11 @@ FAILED_JOB_BACKOFF = 30.0
 #: the fencing check), not that the revert is wrong: a revert failing only
 #: with these is an outage, waited out (tried again every
 #: :data:`FAILED_JOB_BACKOFF` seconds) and not counted against ``[orc]
-#: max_resumes``
+#: max_resumes``. Not a compute that never answers an undo
+#: (``MessagingTimeout`` after ``[orc] host_call_attempts`` calls): that
+#: compute may be gone for good, so the undo is asked again up to
+#: ``max_resumes`` times and the job then quarantined (the instance in
+#: ERROR), never retried forever with the boot and its locks held
 OUTAGE_ERRORS = (db_exc.DBConnectionError, ks_exc.ConnectFailure,
                  ks_exc.ConnectTimeout,
                  exception.CinderConnectionFailed,

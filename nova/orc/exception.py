@@ -39,6 +39,20 @@ class StaleFencingToken(exception.NovaException):
     code = 409
 
 
+class StepUndone(exception.NovaException):
+    """A host-side step arrived after its flow undid it on this host.
+
+    Raised by the compute orc endpoint for a late copy of a forward step
+    (a call the conductor gave up on, delivered after the step's undo ran
+    here with the same or a greater token): doing it now would leave work
+    nobody undoes, on a host the flow has left.
+    """
+    msg_fmt = _('Instance %(instance_uuid)s: step %(atom)s of flow '
+                '%(flow_id)s on node %(node)s was undone here with token '
+                '%(undone)s; refusing a late call with token %(token)s')
+    code = 409
+
+
 class BuildRequestGone(exception.NovaException):
     """The build request was deleted (server deleted while scheduling).
 

@@ -26,7 +26,11 @@ that:
   records live in memory, so steps with lasting side effects also probe the
   real state before acting (``spawn`` the hypervisor, so a guest is never
   created twice; ``allocate_networks`` neutron, so a port is never created
-  twice); an undo forgets the record;
+  twice); an undo forgets the record and leaves a tombstone, so a late copy
+  of the forward call (one its conductor gave up on, undid, and moved to
+  another host from) is refused with
+  :class:`~nova.orc.exception.StepUndone` instead of doing work nobody
+  undoes;
 * keeps a graceful shutdown (stock's, compute RPC 6.5) waiting for the
   builds in progress here: the build of a flow on this host, from
   ``claim_resources`` to ``finish_build`` or ``abort_claim``, is one
@@ -138,6 +142,14 @@ def _deleted(context, instance):
     return None
 
 
+def _attempt_key(job):
+    """The key of one attempt of a flow's step on this host: flow, atom and
+    node (``job['node']``; a reschedule to another node of the same host,
+    e.g. ironic, is another attempt; absent from an older conductor's
+    calls)."""
+    return (job['flow_id'], job['atom'], job.get('node'))
+
+
 def host_step(kind, undo=None, build=False):
     """Decorator of every :class:`OrcComputeEndpoint` RPC method.
 
@@ -153,7 +165,9 @@ def host_step(kind, undo=None, build=False):
        for forward and undo calls alike; otherwise it becomes the highest;
     3. forward steps (``kind`` :data:`FORWARD`): an instance deleted or
        being deleted raises ``InstanceNotFound`` /
-       ``UnexpectedDeletingTaskStateError`` without doing anything; a
+       ``UnexpectedDeletingTaskStateError`` without doing anything; a step
+       whose undo ran here for the same attempt with a token not lower
+       raises :class:`~nova.orc.exception.StepUndone`; a
        recorded result for ``(job['flow_id'], job['atom'])`` is returned
        as is; otherwise the method runs (``build``: under the manager's
        ``_build_semaphore``, as stock's build) and its result is recorded.
@@ -161,11 +175,11 @@ def host_step(kind, undo=None, build=False):
        deleted or being deleted once it returned, ``undo`` runs and the
        exception is raised (nothing recorded);
     4. undo steps (``kind`` :data:`UNDO`): the record of the forward step
-       is forgotten; an instance deleted or being deleted is left to its
-       delete (stock ``terminate_instance`` removes guest, ports,
-       attachments and claim under this lock; touching the instance now
-       would, e.g., clear the host that delete needs); otherwise the method
-       runs.
+       is forgotten and a tombstone of the attempt left; an instance
+       deleted or being deleted is left to its delete (stock
+       ``terminate_instance`` removes guest, ports, attachments and claim
+       under this lock; touching the instance now would, e.g., clear the
+       host that delete needs); otherwise the method runs.
 
     Deletion and stale-token outcomes are logged here (info, warning) and
     marked as expected exceptions, so the RPC server does not log them as
@@ -193,7 +207,8 @@ def host_step(kind, undo=None, build=False):
         # shutdown waits for (OrcComputeEndpoint._track_build)
         return nova_manager.skip_automatic_rpc_tracking(
             functools.wraps(fn)(messaging.expected_exceptions(
-                orc_exc.StaleFencingToken, *INSTANCE_DELETED)(wrapper)))
+                orc_exc.StaleFencingToken, orc_exc.StepUndone,
+                *INSTANCE_DELETED)(wrapper)))
     return decorator
 
 
@@ -211,6 +226,9 @@ class OrcComputeEndpoint:
         self._lock = threading.Lock()
         self._recorded = collections.OrderedDict()
         self._tokens = collections.OrderedDict()
+        #: (flow id, atom, node) -> token of the undo that ran here: the
+        #: tombstones :meth:`_check_not_undone` refuses late steps with
+        self._undone = collections.OrderedDict()
         #: flow id -> how its build attempt on this host failed
         #: (:data:`NOTIFIED`, :data:`BY_POLICY`, :data:`SILENT`)
         self._failures = collections.OrderedDict()
@@ -249,6 +267,43 @@ class OrcComputeEndpoint:
     def _forget(self, job):
         with self._lock:
             self._recorded.pop((job['flow_id'], job['atom']), None)
+
+    def _undone_with(self, job):
+        """The token of the undo that ran here for the attempt of ``job``
+        (its tombstone), or None."""
+        with self._lock:
+            return self._undone.get(_attempt_key(job))
+
+    def _leave_tombstone(self, job):
+        """An undo done: late copies of the forward step, and of the undo
+        itself, with this token are refused or answered as done
+        (:meth:`_check_not_undone`, :meth:`_run_fenced_step`)."""
+        with self._lock:
+            self._undone[_attempt_key(job)] = int(job.get('token') or 0)
+            self._undone.move_to_end(_attempt_key(job))
+            while len(self._undone) > MAX_RECORDED_STEPS:
+                self._undone.popitem(last=False)
+
+    def _check_not_undone(self, instance, job):
+        """Refuse a forward step whose undo already ran here for the same
+        attempt (flow, atom, node) with a token as great or greater: a late
+        copy of a call the conductor gave up on (its request queued behind
+        busy RPC threads, or sent to topic ``compute`` while the undo went to
+        ``compute-alt``). A resumed flow, whose token is greater, may do the
+        step again.
+
+        :raises nova.orc.exception.StepUndone:
+        """
+        token = int(job.get('token') or 0)
+        undone = self._undone_with(job)
+        if undone is not None and token <= undone:
+            LOG.warning('Refusing step %s of flow %s (token %d): its undo ran '
+                        'here already (token %d); a late call', job['atom'],
+                        job['flow_id'], token, undone, instance=instance)
+            raise orc_exc.StepUndone(
+                instance_uuid=instance.uuid, atom=job['atom'],
+                flow_id=job['flow_id'], node=job.get('node'), token=token,
+                undone=undone)
 
     def _failed(self, job, how):
         """Remember how the build attempt of flow ``job['flow_id']`` failed
@@ -342,7 +397,13 @@ class OrcComputeEndpoint:
         step = fn.__name__
         job = arguments['job']
         self._check_token(arguments['instance'], job)
-        if step == BUILD_START:
+        if kind == FORWARD:
+            # before the build's tracking: a refused late claim must neither
+            # start a tracked build nor end the one of another attempt
+            self._check_not_undone(arguments['instance'], job)
+        if step == BUILD_START and self._recorded_result(job) is None:
+            # (a recorded claim is done: its build is tracked still, or
+            # ended by finish_build; a late copy must not track it again)
             self._track_build(arguments['context'], arguments['instance'],
                               job)
         try:
@@ -369,12 +430,24 @@ class OrcComputeEndpoint:
         job = arguments['job']
         if kind == UNDO:
             self._forget(job)
+            undone = self._undone_with(job)
+            if undone is not None and int(job.get('token') or 0) <= undone:
+                # a copy of an undo that ran (a call the conductor timed
+                # out on and sent again; its first copy still queued):
+                # done, not again (stock's abort would clear the host of
+                # the instance's next attempt, and count the failure twice)
+                LOG.info('%s: done here already (token %d); not again',
+                         step, undone, instance=instance)
+                return None
             if _deleted(context, instance) is not None:
                 LOG.info('%s: instance deleted or being deleted; its delete '
                          'cleans up, nothing to undo here', step,
                          instance=instance)
+                self._leave_tombstone(job)
                 return None
-            return fn(**arguments)
+            result = fn(**arguments)
+            self._leave_tombstone(job)
+            return result
 
         gone = _deleted(context, instance)
         if gone is not None:

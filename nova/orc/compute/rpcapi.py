@@ -60,10 +60,10 @@ class OrcComputeAPI:
 
     All methods are synchronous ``call``s in namespace ``orc``; errors
     raised on the host are re-raised here (Nova exceptions keep their
-    class). Long steps use ``[DEFAULT] long_rpc_timeout`` with
-    ``rpc_response_timeout`` heartbeats, like stock long calls; every step
-    is asked again on the same host when its call times out
-    (:meth:`_call`).
+    class). Every step and undo may run up to ``[DEFAULT]
+    long_rpc_timeout``, kept alive by ``rpc_response_timeout`` heartbeats
+    like stock long calls, and is asked again on the same host when its
+    call times out (:meth:`_call`).
 
     Topics follow stock's graceful shutdown (compute RPC 6.5): the step
     that starts a build on a host, ``claim_resources``, goes to topic
@@ -83,33 +83,38 @@ class OrcComputeAPI:
             target, version_cap=VERSION,
             serializer=objects_base.NovaObjectSerializer())
 
-    def _call(self, ctxt, host, method, long=False, new_work=False,
-              **kwargs):
-        """Call ``method`` on ``host``; asked again on the same host when
-        the call times out, up to ``[orc] host_call_attempts`` times.
+    def _call(self, ctxt, host, method, new_work=False, **kwargs):
+        """Call ``method`` on ``host``, kept alive while the compute works on
+        it; asked again on the same host when it times out, up to ``[orc]
+        host_call_attempts`` times.
 
-        ``long`` steps (networks, block devices, spawn and their undos) may
-        run up to ``[DEFAULT] long_rpc_timeout``, kept alive by the
-        compute's heartbeats every ``rpc_response_timeout``; the others
-        (claim, its undo, finish) are plain calls, whose messages also
-        expire after ``rpc_response_timeout``, so that a late copy does not
-        reach the compute long after the flow gave up on it. A call whose
-        request or reply was lost, or that waited behind the compute's
-        locks (stock's claim holds ``compute_resources`` across its calls
-        to the conductors), times out (``MessagingTimeout``) and is sent
-        again: the steps are idempotent per flow and atom and fenced by
-        the token, so the compute answers a step it did with its recorded
-        result, and a second call of a step in progress waits for the
-        first under the instance lock.
+        Every step and every undo may run up to ``[DEFAULT]
+        long_rpc_timeout`` seconds, kept alive by the compute's heartbeats
+        every ``rpc_response_timeout`` (``call_monitor_timeout``, as stock's
+        long calls: ``ComputeAPI.live_migration``...): a step waiting on
+        the compute for its locks (stock's claim holds ``compute_resources``
+        across its calls to the conductors; a burst queues claims behind
+        it), the build semaphore or the instance lock is waited for, not
+        given up. A call the compute never started on within
+        ``rpc_response_timeout`` (its request or reply lost, or queued behind
+        busy RPC threads) times out (``MessagingTimeout``) and is sent
+        again: the steps are idempotent per flow and atom and fenced by the
+        token, so the compute answers a step it did with its recorded
+        result, and a second call of a step in progress waits for the first
+        under the instance lock. A copy that reaches the compute after the
+        flow gave up and undid the step is refused there (the undo's
+        tombstone, :meth:`nova.orc.compute.manager.OrcComputeEndpoint.
+        _check_not_undone`).
 
+        :param new_work: the step starts a build on the host (topic
+            ``compute``); otherwise ``compute-alt``
         :raises oslo_messaging.MessagingTimeout: no answer to any attempt
         :raises nova.orc.exception.ClaimLost: the run's lease does not hold
             (:func:`nova.orc.fencing.check`): nothing was sent
         """
-        options = {'server': host, 'version': VERSION}
-        if long:
-            options['timeout'] = CONF.long_rpc_timeout
-            options['call_monitor_timeout'] = CONF.rpc_response_timeout
+        options = {'server': host, 'version': VERSION,
+                   'timeout': CONF.long_rpc_timeout,
+                   'call_monitor_timeout': CONF.rpc_response_timeout}
         if not new_work:
             options['topic'] = compute_rpcapi.RPC_TOPIC_ALT
         client = self.client.prepare(**options)
@@ -141,7 +146,7 @@ class OrcComputeAPI:
 
     def allocate_networks(self, ctxt, host, instance, requested_networks,
                           security_groups, provider_mapping, job):
-        return self._call(ctxt, host, 'allocate_networks', long=True,
+        return self._call(ctxt, host, 'allocate_networks',
                           instance=instance,
                           requested_networks=requested_networks,
                           security_groups=security_groups,
@@ -149,21 +154,21 @@ class OrcComputeAPI:
 
     def deallocate_networks(self, ctxt, host, instance, requested_networks,
                             job):
-        return self._call(ctxt, host, 'deallocate_networks', long=True,
+        return self._call(ctxt, host, 'deallocate_networks',
                           instance=instance,
                           requested_networks=requested_networks, job=job)
 
     def prep_block_devices(self, ctxt, host, instance, image, job):
-        return self._call(ctxt, host, 'prep_block_devices', long=True,
+        return self._call(ctxt, host, 'prep_block_devices',
                           instance=instance, image=image, job=job)
 
     def cleanup_block_devices(self, ctxt, host, instance, job):
-        return self._call(ctxt, host, 'cleanup_block_devices', long=True,
+        return self._call(ctxt, host, 'cleanup_block_devices',
                           instance=instance, job=job)
 
     def spawn(self, ctxt, host, instance, node, image, injected_files,
               admin_password, network_info, job):
-        return self._call(ctxt, host, 'spawn', long=True,
+        return self._call(ctxt, host, 'spawn',
                           instance=instance,
                           node=node, image=image,
                           injected_files=injected_files,
@@ -171,7 +176,7 @@ class OrcComputeAPI:
                           network_info=network_info, job=job)
 
     def destroy_guest(self, ctxt, host, instance, network_info, job):
-        return self._call(ctxt, host, 'destroy_guest', long=True,
+        return self._call(ctxt, host, 'destroy_guest',
                           instance=instance, network_info=network_info,
                           job=job)
 

@@ -216,9 +216,11 @@ class OrcTask(task.Task):
                     if any(flow['name'] == names.BOOT for flow in
                            conn.list_flows(instance_uuid=uuid))}
 
-    def job(self, flow_id):
+    def job(self, flow_id, node):
         """The idempotency and fencing key sent to host-side steps:
-        ``{'flow_id', 'atom', 'token'}``; ``token`` is the job claim's
-        fencing token (int)."""
+        ``{'flow_id', 'atom', 'token', 'node'}``; ``token`` is the job
+        claim's fencing token (int); ``node``, the compute node of the
+        attempt (str), tells the attempts on one host apart (the compute's
+        undo tombstones)."""
         return {'flow_id': flow_id, 'atom': self.name,
-                'token': self.run.token}
+                'token': self.run.token, 'node': node}

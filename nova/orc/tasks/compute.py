@@ -12,6 +12,7 @@ one coarse step.
 import time
 
 from oslo_log import log as logging
+import oslo_messaging as messaging
 
 from nova import availability_zones
 from nova.compute import vm_states
@@ -19,6 +20,7 @@ import nova.conf
 from nova import exception
 from nova import objects
 from nova.orc.compute import rpcapi as orc_rpcapi
+from nova.orc import exception as orc_exc
 from nova.orc import fencing
 from nova.orc.tasks import base
 from nova.scheduler import utils as scheduler_utils
@@ -30,6 +32,15 @@ LOG = logging.getLogger(__name__)
 STOCK = 'stock'
 #: seconds between two looks at the instance while a stock compute builds
 STOCK_BUILD_POLL_INTERVAL = 1.0
+
+
+#: errors of the claim's undo that fail :meth:`ClaimHost.revert` instead of
+#: being logged: the host did not answer (the job asks again, up to
+#: ``[orc] max_resumes`` times, then quarantines the flow: the instance in
+#: ERROR, not rescheduled while the abort may still land), or this
+#: conductor lost the job (its new owner undoes)
+UNDO_NOT_DROPPED = (messaging.MessagingTimeout, orc_exc.ClaimLost,
+                    orc_exc.StaleFencingToken)
 
 
 def on_orc_compute(history):
@@ -75,10 +86,13 @@ class ClaimHost(base.OrcTask):
 
     Revert: on that host, abort the claim, count a build failure on the
     node, send ``create.error``, finish the event with the error and clear
-    the instance's host and node (stock reschedule path). Best effort when
-    the host is unreachable (its periodic audit drops orphan claims).
-    Nothing when the instance was deleted meanwhile: its delete drops the
-    claim.
+    the instance's host and node (stock reschedule path). A host that does
+    not answer fails the revert (:data:`UNDO_NOT_DROPPED`: the job asks
+    again, then quarantines the flow): the flow does not move to another
+    host while a late abort could still clear the instance there. Other
+    errors of the abort are logged and the flow goes on (the host's
+    periodic audit drops an orphan claim). Nothing when the instance was
+    deleted meanwhile: its delete drops the claim.
     """
 
     def execute(self, context, flow_id, instance_uuid, cell_uuid, selection,
@@ -95,7 +109,7 @@ class ClaimHost(base.OrcTask):
                 limits=sel.limits.to_dict() if sel.limits else {},
                 request_spec=base.hydrate(objects.RequestSpec,
                                           spec_with_mapping, cctxt),
-                job=self.job(flow_id))
+                job=self.job(flow_id, sel.nodename))
         except Exception as exc:
             if not orc_rpcapi.lacks_orc_endpoint(exc):
                 raise
@@ -132,7 +146,9 @@ class ClaimHost(base.OrcTask):
             self.orc.compute_rpcapi.abort_claim(
                 cctxt, sel.service_host, instance=instance,
                 node=sel.nodename, reason=_reason(result, flow_failures),
-                job=self.job(flow_id))
+                job=self.job(flow_id, sel.nodename))
+        except UNDO_NOT_DROPPED:
+            raise
         except Exception:
             LOG.exception('Could not abort the claim on %s',
                           sel.service_host, instance_uuid=instance_uuid)
@@ -159,7 +175,7 @@ class Spawn(base.OrcTask):
             cctxt, claim['host'], instance=instance, node=claim['node'],
             image=image, injected_files=injected_files,
             admin_password=admin_password, network_info=network_info,
-            job=self.job(flow_id))
+            job=self.job(flow_id, claim['node']))
         return dict(claim)
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
@@ -170,7 +186,8 @@ class Spawn(base.OrcTask):
             return
         self.orc.compute_rpcapi.destroy_guest(
             cctxt, claim['host'], instance=instance,
-            network_info=network_info, job=self.job(flow_id))
+            network_info=network_info,
+            job=self.job(flow_id, claim['node']))
 
 
 class Finalize(base.OrcTask):
@@ -191,7 +208,8 @@ class Finalize(base.OrcTask):
         cctxt, instance = base.get_instance(context, instance_uuid, cell_uuid)
         self.orc.compute_rpcapi.finish_build(
             cctxt, spawned['host'], instance=instance, node=spawned['node'],
-            network_info=network_info, job=self.job(flow_id))
+            network_info=network_info,
+            job=self.job(flow_id, spawned['node']))
 
 
 class BuildOnStockCompute(base.OrcTask):

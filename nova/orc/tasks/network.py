@@ -39,7 +39,7 @@ class AllocateNetworks(base.OrcTask):
             requested_networks=requested_networks_obj(requested_networks, cctxt),
             security_groups=security_groups,
             provider_mapping=spec.get_request_group_mapping(),
-            job=self.job(flow_id))
+            job=self.job(flow_id, claim['node']))
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
                requested_networks, **kwargs):
@@ -51,4 +51,4 @@ class AllocateNetworks(base.OrcTask):
             cctxt, claim['host'], instance=instance,
             requested_networks=requested_networks_obj(requested_networks,
                                                       cctxt),
-            job=self.job(flow_id))
+            job=self.job(flow_id, claim['node']))

@@ -44,7 +44,7 @@ class PrepareBlockDevices(base.OrcTask):
         self.manager._validate_existing_attachment_ids(cctxt, instance, bdms)
         return self.orc.compute_rpcapi.prep_block_devices(
             cctxt, claim['host'], instance=instance, image=image,
-            job=self.job(flow_id))
+            job=self.job(flow_id, claim['node']))
 
     def revert(self, context, flow_id, instance_uuid, cell_uuid, claim,
                **kwargs):
@@ -53,4 +53,5 @@ class PrepareBlockDevices(base.OrcTask):
         if instance is None:
             return
         self.orc.compute_rpcapi.cleanup_block_devices(
-            cctxt, claim['host'], instance=instance, job=self.job(flow_id))
+            cctxt, claim['host'], instance=instance,
+            job=self.job(flow_id, claim['node']))

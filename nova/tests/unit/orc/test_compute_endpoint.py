@@ -195,11 +195,80 @@ class HostStepTest(EndpointTestBase):
         self.assertTrue(self._spawn())
         self.assertTrue(self._spawn())
         self.mgr.driver.spawn.assert_called_once()
-        # an undo forgets it: the next forward call runs again
+        # an undo forgets it: a resumed flow's call (greater token) runs
+        # again
         self.endpoint.destroy_guest(self.ctxt, instance=self.instance,
                                     network_info=None, job=self._job())
-        self._spawn()
+        self._spawn(token=1)
         self.assertEqual(2, self.mgr.driver.spawn.call_count)
+
+    def test_late_forward_call_after_its_undo_is_refused(self):
+        """A copy of a step the conductor gave up on (no answer within
+        its attempts) and undid, delivered after the undo: refused; a
+        resumed flow (greater token) may do it again."""
+        self.endpoint.destroy_guest(self.ctxt, instance=self.instance,
+                                    network_info=None, job=self._job(4))
+        exc = self.assertRaisesExpected(orc_exc.StepUndone,
+                                        lambda: self._spawn(token=4))
+        self.assertEqual(4, exc.kwargs['undone'])
+        # a lower token is stale anyway
+        self.assertRaisesExpected(orc_exc.StaleFencingToken,
+                                  lambda: self._spawn(token=3))
+        self.mgr.driver.spawn.assert_not_called()
+        self.assertTrue(self._spawn(token=5))
+        self.mgr.driver.spawn.assert_called_once()
+
+    def test_a_repeated_undo_is_done_once(self):
+        """Copies of an undo (calls the conductor timed out on and sent
+        again) run once: stock's abort would clear the host of the next
+        attempt and count the failure against the node twice."""
+        job = dict(self._job(3, 'claim_host'), node='node1')
+        for _ in range(3):
+            self.endpoint.abort_claim(self.ctxt, instance=self.instance,
+                                      node='node1', reason='x', job=job)
+        self.mgr._build_failed.assert_called_once_with('node1')
+        self.mgr._nil_out_instance_obj_host_and_node.assert_called_once()
+        # a resumed flow's undo (greater token) runs
+        self.endpoint.abort_claim(self.ctxt, instance=self.instance,
+                                  node='node1', reason='x',
+                                  job=dict(job, token=4))
+        self.assertEqual(2, self.mgr._build_failed.call_count)
+
+    def test_a_failed_undo_is_done_again(self):
+        self.mgr.driver.destroy.side_effect = [test.TestingException('x'),
+                                               None]
+        self.assertRaises(test.TestingException, self.endpoint.destroy_guest,
+                          self.ctxt, instance=self.instance,
+                          network_info=None, job=self._job(2))
+        self.endpoint.destroy_guest(self.ctxt, instance=self.instance,
+                                    network_info=None, job=self._job(2))
+        self.assertEqual(2, self.mgr.driver.destroy.call_count)
+
+    def test_late_claim_after_its_abort_leaves_the_instance_alone(self):
+        """The claim goes to topic compute, its abort to compute-alt: the
+        abort can run first. The late claim must not claim the host and
+        set it on an instance whose flow moved on."""
+        self.endpoint.abort_claim(
+            self.ctxt, instance=self.instance, node='node1', reason='x',
+            job=dict(self._job(2, 'claim_host'), node='node1'))
+        self.mgr.reset_mock()
+        objects.Instance.save.reset_mock()
+        self.mgr._get_request_group_mapping.return_value = None
+        self.instance.task_state = task_states.SCHEDULING
+        self.instance.system_metadata = {}
+        self.assertRaisesExpected(
+            orc_exc.StepUndone, lambda: self.endpoint.claim_resources(
+                self.ctxt, instance=self.instance, node='node1', limits={},
+                request_spec=objects.RequestSpec(),
+                job=dict(self._job(2, 'claim_host'), node='node1')))
+        self.mgr.rt.instance_claim.assert_not_called()
+        objects.Instance.save.assert_not_called()
+        # another node of the same host (ironic) is another attempt
+        self.endpoint.claim_resources(
+            self.ctxt, instance=self.instance, node='node2', limits={},
+            request_spec=objects.RequestSpec(),
+            job=dict(self._job(2, 'claim_host'), node='node2'))
+        self.mgr.rt.instance_claim.assert_called_once()
 
     # ------------------------------------------------------------ deletes
     def test_forward_step_on_deleted_instance_does_nothing(self):
@@ -371,15 +440,21 @@ class TrackedBuildTest(EndpointTestBase):
         self.assertEqual(build, self._tracked())
         self._finish()
         self.assertEqual([], self._tracked())
+        # a late copy of the claim (its messages live as long as the call)
+        # answers from the record and tracks nothing a graceful shutdown
+        # would wait for
+        self._claim()
+        self.assertEqual([], self._tracked())
 
     def test_abort_claim_ends_the_build(self):
         self._claim()
         self._abort()
         self.assertEqual([], self._tracked())
         # the undo of a deleted instance's claim (left to its delete) too
-        self._claim()
+        # (a resumed flow's claim: the first attempt's is undone)
+        self._claim(token=1)
         self.db_task_state = task_states.DELETING
-        self.assertIsNone(self._abort())
+        self.assertIsNone(self._abort(token=1))
         self.assertEqual([], self._tracked())
 
     def test_failed_claim_ends_the_build(self):

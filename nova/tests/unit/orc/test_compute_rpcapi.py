@@ -28,23 +28,43 @@ class OrcComputeAPITest(test.NoDBTestCase):
         return self.api.claim_resources(self.ctxt, 'host1', None, 'node1',
                                         None, None, JOB)
 
-    def test_long_steps_have_heartbeats_short_ones_expire(self):
+    def test_every_step_and_undo_has_heartbeats(self):
+        """A step waiting on the compute (the claim behind the resource
+        tracker's lock in a burst) is kept alive, not timed out: each call
+        runs up to long_rpc_timeout with rpc_response_timeout heartbeats,
+        as stock's long calls."""
         self.flags(long_rpc_timeout=1800, rpc_response_timeout=60)
-        self.api.spawn(self.ctxt, 'host1', None, 'node1', {}, [], None,
-                       '[]', JOB)
-        self.client.prepare.assert_called_once_with(
-            server='host1', version='1.0', timeout=1800,
-            call_monitor_timeout=60, topic='compute-alt')
-        # a short step's message expires with its call (rpc_response_
-        # timeout): no late copy reaches the compute long after
-        self.client.prepare.reset_mock()
-        self.api.abort_claim(self.ctxt, 'host1', None, 'node1', 'why', JOB)
-        self.client.prepare.assert_called_once_with(
-            server='host1', version='1.0', topic='compute-alt')
-        # the claim starts new work: topic compute, as stock's build
-        self.client.prepare.reset_mock()
-        self._claim()
-        self.assertNotIn('topic', self.client.prepare.call_args.kwargs)
+        calls = {
+            'claim_resources': lambda: self._claim(),
+            'abort_claim': lambda: self.api.abort_claim(
+                self.ctxt, 'host1', None, 'node1', 'why', JOB),
+            'allocate_networks': lambda: self.api.allocate_networks(
+                self.ctxt, 'host1', None, None, [], None, JOB),
+            'deallocate_networks': lambda: self.api.deallocate_networks(
+                self.ctxt, 'host1', None, None, JOB),
+            'prep_block_devices': lambda: self.api.prep_block_devices(
+                self.ctxt, 'host1', None, {}, JOB),
+            'cleanup_block_devices': lambda: self.api.cleanup_block_devices(
+                self.ctxt, 'host1', None, JOB),
+            'spawn': lambda: self.api.spawn(
+                self.ctxt, 'host1', None, 'node1', {}, [], None, '[]', JOB),
+            'destroy_guest': lambda: self.api.destroy_guest(
+                self.ctxt, 'host1', None, '[]', JOB),
+            'finish_build': lambda: self.api.finish_build(
+                self.ctxt, 'host1', None, 'node1', '[]', JOB),
+        }
+        for method, call in calls.items():
+            self.client.prepare.reset_mock()
+            call()
+            options = self.client.prepare.call_args.kwargs
+            self.assertEqual(1800, options['timeout'], method)
+            self.assertEqual(60, options['call_monitor_timeout'], method)
+            self.assertEqual(method, self.call.call_args.args[1])
+            # the claim starts new work: topic compute, as stock's build;
+            # every later step and undo goes to compute-alt
+            self.assertEqual(None if method == 'claim_resources'
+                             else 'compute-alt', options.get('topic'),
+                             method)
 
     def test_lost_message_is_asked_again_on_the_same_host(self):
         self.call.side_effect = [messaging.MessagingTimeout(),

@@ -8,6 +8,7 @@ import fixtures
 
 from keystoneauth1 import exceptions as ks_exc
 from oslo_db import exception as db_exc
+import oslo_messaging as messaging
 from oslo_utils.fixture import uuidsentinel as uuids
 from oslo_utils import uuidutils
 from taskflow.persistence import models
@@ -223,6 +224,12 @@ class FailedInOutageTest(test.NoDBTestCase):
                    'outages_before_operator_resume': 3}
         meta = {'claims': 11, 'outages': 4}
         self.assertEqual(1, engine.Orchestrator._resumes(meta, details))
+
+    def test_a_compute_that_never_answers_an_undo_is_counted(self):
+        """It may be gone for good: the job is quarantined after max_resumes
+        instead of holding the boot and its locks forever."""
+        self.assertIsNone(engine.Orchestrator._failed_in_outage(self._flow(
+            messaging.MessagingTimeout('no answer'))))
 
     def test_no_failed_revert_is_no_outage(self):
         self.assertIsNone(engine.Orchestrator._failed_in_outage(

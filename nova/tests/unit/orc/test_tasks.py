@@ -529,7 +529,7 @@ class HostTasksTest(TaskTestBase):
         self.assertEqual({'host': 'host1', 'node': 'node1'}, result)
         kwargs = self.orc.compute_rpcapi.claim_resources.call_args[1]
         self.assertEqual({'flow_id': uuids.flow, 'atom': 'claim_host',
-                          'token': 7}, kwargs['job'])
+                          'token': 7, 'node': 'node1'}, kwargs['job'])
         task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1, sel,
                     result=_failure(test.TestingException('no room')))
         kwargs = self.orc.compute_rpcapi.abort_claim.call_args[1]
@@ -702,13 +702,32 @@ class HostTasksTest(TaskTestBase):
         self.manager.compute_rpcapi.build_and_run_instance.assert_not_called()
         self.assertEqual([], self.journal_writes)
 
-    def test_claim_host_revert_survives_unreachable_host(self):
+    def test_claim_host_revert_survives_a_failing_abort(self):
         self.orc.compute_rpcapi.abort_claim.side_effect = (
-            exception.NovaException('timeout'))
+            exception.NovaException('boom'))
         task = self.bound(compute.ClaimHost(name='claim_host'))
         task.revert(self.ctxt, uuids.flow, uuids.instance, uuids.cell1,
                     _selection().obj_to_primitive(), result=None,
                     flow_failures={})
+        job = self.orc.compute_rpcapi.abort_claim.call_args.kwargs['job']
+        self.assertEqual('claim_host', job['atom'])
+        self.assertEqual(_selection().nodename, job['node'])
+
+    def test_claim_host_revert_fails_when_the_abort_is_not_answered(self):
+        """An abort the host never answered is asked again (the revert
+        fails; the job resumes it), not dropped: the flow must not move to
+        another host while the abort may still land and clear the instance
+        there. A lost claim too: the new owner undoes."""
+        task = self.bound(compute.ClaimHost(name='claim_host'))
+        for exc in (messaging.MessagingTimeout('no answer'),
+                    orc_exc.ClaimLost(flow_id=uuids.flow),
+                    orc_exc.StaleFencingToken(instance_uuid=uuids.instance,
+                                              token=1, latest=2)):
+            self.orc.compute_rpcapi.abort_claim.side_effect = exc
+            self.assertRaises(type(exc), task.revert, self.ctxt, uuids.flow,
+                              uuids.instance, uuids.cell1,
+                              _selection().obj_to_primitive(), result=None,
+                              flow_failures={})
 
     def test_networks_execute_and_revert(self):
         self.orc.compute_rpcapi.allocate_networks.return_value = '[]'
