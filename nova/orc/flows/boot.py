@@ -6,7 +6,7 @@ graph::
     bury_on_failure -> lock -> schedule -> create_record
       -> host (retry over the host list, [scheduler] max_attempts):
            claim_allocation -> claim_host
-             orc compute:   -> (networks || block_devices) -> spawn
+             orc compute:   -> networks -> block_devices -> spawn
                             -> finalize
              stock compute: -> build_on_stock_compute
 
@@ -119,12 +119,18 @@ def get_flow():
     host_steps.add(claim_allocation, claim_host, networks, block_devices,
                    spawn, finalize, stock_build)
     host_steps.link(claim_allocation, claim_host)
-    # the orc branch: networks and block devices in parallel, then spawn,
-    # then finalize (ordered by what they provide); FLOW: ignoring a branch
-    # ignores its successors in this subflow
+    # the orc branch: networks, then block devices, then spawn, then
+    # finalize (spawn and finalize ordered by what they provide); FLOW:
+    # ignoring a branch ignores its successors in this subflow. Networks
+    # before block devices: stock's _build_resources order, which clients
+    # see in instance.update notifications (task states NETWORKING, then
+    # BLOCK_DEVICE_MAPPING); both steps take stock's instance lock on the
+    # compute, so sent together they ran one after the other anyway, in
+    # either order
     for step in (networks, block_devices):
         host_steps.link(claim_host, step, decider=compute.on_orc_compute,
                         decider_depth=deciders.Depth.FLOW)
+    host_steps.link(networks, block_devices)
     host_steps.link(claim_host, stock_build,
                     decider=compute.on_stock_compute,
                     decider_depth=deciders.Depth.FLOW)

@@ -19,8 +19,8 @@ class AllocateNetworks(base.OrcTask):
     Changes (stock ``_build_networks_for_instance``): task state NETWORKING,
     neutron ports created or updated and bound to the host (requested
     networks, security groups, QoS provider mapping), the network info cache.
-    Runs on the host, in parallel with :class:`~nova.orc.tasks.volume.
-    PrepareBlockDevices`.
+    Runs on the host, before :class:`~nova.orc.tasks.volume.
+    PrepareBlockDevices` (stock ``_build_resources``' order).
 
     Returns the network info as JSON (:data:`names.NETWORK_INFO`).
 

@@ -18,8 +18,8 @@ class PrepareBlockDevices(base.OrcTask):
     host (stock ``_build_resources``): ``prepare_for_spawn``, default device
     names, task state BLOCK_DEVICE_MAPPING, volumes created from images or
     snapshots, attachments updated with the host connector and completed
-    (``_prep_block_device``). Runs in parallel with
-    :class:`~nova.orc.tasks.network.AllocateNetworks`.
+    (``_prep_block_device``). Runs after
+    :class:`~nova.orc.tasks.network.AllocateNetworks` (stock's order).
 
     Returns the attached volume ids (:data:`names.BLOCK_DEVICES`). Fails
     with ``UnexpectedDeletingTaskStateError`` (not rescheduled) when the

@@ -42,7 +42,7 @@ class OrcOperatorTest(test_boot.OrcBootTestBase):
             self.assertEqual(['bury_on_failure', 'lock', 'schedule',
                               'create_record', 'host_retry',
                               'claim_allocation', 'claim_host', 'networks',
-                              'block_devices', 'build_on_stock_compute',
+                              'build_on_stock_compute', 'block_devices',
                               'spawn', 'finalize'], tasks)
             # the branch for a stock compute, not taken on an orc compute
             stock = [line for line in lines

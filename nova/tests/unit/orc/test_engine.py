@@ -236,6 +236,19 @@ class FailedInOutageTest(test.NoDBTestCase):
             self._flow(None)))
 
 
+class BootFlowTest(test.NoDBTestCase):
+
+    def test_networks_then_block_devices(self):
+        """Stock's _build_resources order (NETWORKING, then
+        BLOCK_DEVICE_MAPPING: clients see it in instance.update
+        notifications), with either engine."""
+        [host_steps] = [node for node, _ in boot.get_flow().iter_nodes()
+                        if node.name == 'host']
+        self.assertIn((names.NETWORKS, names.BLOCK_DEVICES_TASK),
+                      [(u.name, v.name) for u, v, _ in
+                       host_steps.iter_links()])
+
+
 class ResumedContextTest(test.NoDBTestCase):
 
     def setUp(self):
