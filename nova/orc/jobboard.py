@@ -616,17 +616,37 @@ class ZooKeeperJobBoard(JobBoard):
             unclaimed = set(self._unclaimed)
         if not unclaimed:
             return []
-        jobs = {job.path.rsplit('/', 1)[-1]: job
-                for job in self._board.iterjobs()}
+        jobs = self._known_jobs()
         if not unclaimed <= set(jobs):
             # posted since TaskFlow's board last read the folder (posts
             # are ours, not its): read them now rather than at its watch
             try:
-                jobs = {job.path.rsplit('/', 1)[-1]: job
-                        for job in self._board.iterjobs(ensure_fresh=True)}
+                jobs = self._known_jobs(ensure_fresh=True)
             except tf_exc.JobFailure as e:
                 LOG.info('Could not read the new jobs yet: %s', e)
         return [job for name, job in jobs.items() if name in unclaimed]
+
+    def _known_jobs(self, ensure_fresh=False):
+        """TaskFlow's board's job objects, by node name: what its
+        ``iterjobs`` iterates over, fetched by the same function
+        (``ZookeeperJobBoard._fetch_jobs``: its in-memory jobs, the folder
+        read again first with ``ensure_fresh``).
+
+        Not ``iterjobs`` itself: its iterator asks ZooKeeper the state of
+        every job it yields (``job.state``: a sync and two reads each), so
+        a scan cost three requests per job on the board, at every wake of
+        the claim loop: O(jobs in flight) per boot. Which jobs are
+        unclaimed is known here without asking (the children watch,
+        :meth:`_on_children`), and a claim of a job that went meanwhile
+        fails in TaskFlow's claim transaction (:meth:`claim`).
+
+        :param ensure_fresh: bool, read the folder's children first
+        :returns: dict ``{node name: ZookeeperJob}``
+        :raises taskflow.exceptions.JobFailure: ``ensure_fresh`` and the
+            folder could not be read
+        """
+        return {job.path.rsplit('/', 1)[-1]: job
+                for job in self._board._fetch_jobs(ensure_fresh=ensure_fresh)}
 
     def job_details(self, job):
         return dict(job.details)

@@ -182,6 +182,36 @@ class OneJobPerFlowTest(_BoardTestBase):
         self.assertEqual((uuids.flow, 'owner-b'),
                          self.board_a.job_identity(job))
 
+    def test_a_scan_of_the_claimable_jobs_asks_zookeeper_nothing(self):
+        """The claim loop scans at every wake of a burst: with the jobs
+        known, the scan is in memory (it used to ask each job's state: a
+        sync and two reads per job on the board, O(jobs in flight) per
+        boot)."""
+        flows = [getattr(uuids, 'flow%d' % i) for i in range(5)]
+        for flow in flows:
+            self.assertTrue(self._post(self.board_b, flow))
+        test_coordination._wait_for(
+            lambda: len(self.board_a.claimable()) == 5, 10,
+            'five jobs claimable on A')
+        client = self.a.client
+        with mock.patch.object(client, 'get', wraps=client.get) as get, \
+                mock.patch.object(client, 'sync', wraps=client.sync) as sync, \
+                mock.patch.object(client, 'exists',
+                                  wraps=client.exists) as exists, \
+                mock.patch.object(client, 'get_children',
+                                  wraps=client.get_children) as children:
+            jobs = self.board_a.claimable()
+        self.assertEqual(sorted(flows), sorted(
+            self.board_a.job_identity(job)[0] for job in jobs))
+        for request in (get, sync, exists, children):
+            request.assert_not_called()
+        # a claimed job is not claimable (the watch saw its claim node)
+        claim = self.board_a.claim(jobs[0])
+        self.assertIsNotNone(claim)
+        test_coordination._wait_for(
+            lambda: len(self.board_a.claimable()) == 4, 10,
+            'four jobs claimable on A')
+
     def test_taskflow_reads_our_posting(self):
         # the posting format is TaskFlow's (format_posting): a plain
         # TaskFlow board sees name, details and book as its own post makes
