@@ -3,9 +3,10 @@
 # a fake driver whose spawn takes 3 s (orc_fake, recording its guests), a
 # burst of servers with a port each deleted at random points of their
 # builds (tools/aio.d/delete_race.py), once with stock nova-conductor and
-# nova-compute (AIO_STOCK=1), once with ours. Both must leave nothing:
-# no server, guest, port, allocation, build request or lock.  Prints
-# 'N passed, N failed' (one check a mode).
+# nova-compute (AIO_STOCK=1), once with ours. Ours must leave nothing:
+# no server, guest, port, allocation, build request or lock; stock's
+# figures are the reference (its delete racing a spawn can leave a guest:
+# printed, not counted).  Prints 'N passed, N failed'.
 #   tools/aio.d/test_delete_race.sh [SERVERS]      (default 8)
 # Environment: AIO_CRASH_STATE (/var/tmp/nova-orc-aio-crash: the crash
 #   suites' own deployment, purged first; tools/aio.d/crash_deployment.sh).
@@ -31,6 +32,11 @@ for mode in stock orc; do
   V=$(. "$S/aio.env" && echo "$VENV")
   if "$V/bin/python" "$D/delete_race.py" --state "$S" --mode $mode --servers "$N" --seed 42; then
     passed=$((passed + 1))
+  elif [ $mode = stock ]; then
+    # stock is the reference, not the product under test: its delete
+    # racing a spawn can leave a guest (seen once in CI), which ours must
+    # not; its figures are printed above, not counted
+    echo "stock left something (its own race; reference only, not counted)"
   else
     failed=$((failed + 1))
   fi
