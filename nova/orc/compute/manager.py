@@ -26,11 +26,11 @@ that:
   records live in memory, so steps with lasting side effects also probe the
   real state before acting (``spawn`` the hypervisor, so a guest is never
   created twice; ``allocate_networks`` neutron, so a port is never created
-  twice); an undo forgets the record and leaves a tombstone, so a late copy
-  of the forward call (one its conductor gave up on, undid, and moved to
-  another host from) is refused with
+  twice); an undo forgets the record and, once done, leaves a tombstone,
+  so a late copy of the forward call (one its conductor gave up on, undid,
+  and moved to another host from) is refused with
   :class:`~nova.orc.exception.StepUndone` instead of doing work nobody
-  undoes;
+  undoes, and a late copy of the undo is answered as done;
 * keeps a graceful shutdown (stock's, compute RPC 6.5) waiting for the
   builds in progress here: the build of a flow on this host, from
   ``claim_resources`` to ``finish_build`` or ``abort_claim``, is one
@@ -175,11 +175,14 @@ def host_step(kind, undo=None, build=False):
        deleted or being deleted once it returned, ``undo`` runs and the
        exception is raised (nothing recorded);
     4. undo steps (``kind`` :data:`UNDO`): the record of the forward step
-       is forgotten and a tombstone of the attempt left; an instance
+       is forgotten; a copy of an undo that already ran here for the same
+       attempt with a token not lower is answered as done; an instance
        deleted or being deleted is left to its delete (stock
        ``terminate_instance`` removes guest, ports, attachments and claim
        under this lock; touching the instance now would, e.g., clear the
-       host that delete needs); otherwise the method runs.
+       host that delete needs); otherwise the method runs. Either way the
+       attempt's tombstone is left once the undo is done (none when it
+       raised: a later copy tries again).
 
     Deletion and stale-token outcomes are logged here (info, warning) and
     marked as expected exceptions, so the RPC server does not log them as
@@ -268,16 +271,20 @@ class OrcComputeEndpoint:
         with self._lock:
             self._recorded.pop((job['flow_id'], job['atom']), None)
 
-    def _undone_with(self, job):
+    def _undone_for(self, job):
         """The token of the undo that ran here for the attempt of ``job``
-        (its tombstone), or None."""
+        when it covers this call (a token not greater than the undo's: a
+        late copy, not a resumed flow), else None."""
         with self._lock:
-            return self._undone.get(_attempt_key(job))
+            undone = self._undone.get(_attempt_key(job))
+        if undone is not None and int(job.get('token') or 0) <= undone:
+            return undone
+        return None
 
     def _leave_tombstone(self, job):
         """An undo done: late copies of the forward step, and of the undo
-        itself, with this token are refused or answered as done
-        (:meth:`_check_not_undone`, :meth:`_run_fenced_step`)."""
+        itself, with this token or a lower one are refused or answered as
+        done (:meth:`_undone_for`)."""
         with self._lock:
             self._undone[_attempt_key(job)] = int(job.get('token') or 0)
             self._undone.move_to_end(_attempt_key(job))
@@ -294,9 +301,9 @@ class OrcComputeEndpoint:
 
         :raises nova.orc.exception.StepUndone:
         """
-        token = int(job.get('token') or 0)
-        undone = self._undone_with(job)
-        if undone is not None and token <= undone:
+        undone = self._undone_for(job)
+        if undone is not None:
+            token = int(job.get('token') or 0)
             LOG.warning('Refusing step %s of flow %s (token %d): its undo ran '
                         'here already (token %d); a late call', job['atom'],
                         job['flow_id'], token, undone, instance=instance)
@@ -430,8 +437,8 @@ class OrcComputeEndpoint:
         job = arguments['job']
         if kind == UNDO:
             self._forget(job)
-            undone = self._undone_with(job)
-            if undone is not None and int(job.get('token') or 0) <= undone:
+            undone = self._undone_for(job)
+            if undone is not None:
                 # a copy of an undo that ran (a call the conductor timed
                 # out on and sent again; its first copy still queued):
                 # done, not again (stock's abort would clear the host of
